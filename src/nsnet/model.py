@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 PREDEFINED_NETWORKS = ("bridge", "host", "none")
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker also refuses "default" as a name: it is the alias of the default network mode.
 RESERVED_NETWORK_NAMES = ("bridge", "host", "none", "default")
 
@@ -25,7 +26,7 @@ def new_id() -> str:
 
 def now_rfc3339() -> str:
     """RFC3339 with nanosecond-shaped fraction; Go's time parser needs a real timestamp."""
-    t = datetime.now(timezone.utc)
+    t = datetime.now(UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}000Z"
 
 
@@ -115,6 +116,7 @@ class Endpoint:
     ipv6_gateway: str | None = None
     host_ifname: str | None = None  # the host-side veth, if the driver makes one
     dns_names: list[str] = field(default_factory=list)
+    default_route: bool = False  # this endpoint's gateway is the sandbox's default route
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -218,9 +220,7 @@ class Image:
     created: str
     size: int = 0
     cmd: list[str] = field(default_factory=lambda: ["sh"])
-    env: list[str] = field(
-        default_factory=lambda: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-    )
+    env: list[str] = field(default_factory=lambda: [DEFAULT_PATH])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,1 +1,20 @@
-"""nsnet.dns."""
+"""nsnet.dns: the embedded resolver (DESIGN.md rule 6).
+
+``Records`` holds who may see which names, ``DNSServer`` serves the 127.0.0.11 sockets of every
+sandbox from the daemon's loop, ``wire`` is the byte-level fast path both rely on.
+"""
+
+from nsnet.dns.records import ANSWER_MISS, ANSWER_NODATA, HIT, MISS, NODATA, Answer, Records
+from nsnet.dns.server import DNSServer, parse_upstream
+
+__all__ = [
+    "ANSWER_MISS",
+    "ANSWER_NODATA",
+    "HIT",
+    "MISS",
+    "NODATA",
+    "Answer",
+    "DNSServer",
+    "Records",
+    "parse_upstream",
+]

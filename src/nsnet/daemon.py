@@ -1,0 +1,119 @@
+"""``nsnetd``: the daemon. Owns networks and containers of the namespace it is started in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from nsnet.api.routes import build
+from nsnet.engine.base import EngineConfig
+from nsnet.engine.core import Engine
+from nsnet.errors import NsnetError
+from nsnet.runtime.runc import become_subreaper
+
+log = logging.getLogger("nsnet.daemon")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="nsnetd", description="nsnet container networking daemon")
+    p.add_argument("--data-root", default="/var/lib/nsnet", help="persistent state (SQLite, "
+                   "images, container layers)")
+    p.add_argument("--exec-root", default="/run/nsnet", help="runtime state (namespaces, "
+                   "bundles, the API socket)")
+    p.add_argument("-H", "--host", default="", help="API socket path (default: "
+                   "<exec-root>/nsnet.sock)")
+    p.add_argument("--default-bridge", default="nsnet0", help="name of the default bridge")
+    p.add_argument("--resolv-conf", default="/etc/resolv.conf", help="where the host's "
+                   "nameservers and search domains are read from")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--no-dns", action="store_true", help="disable the embedded DNS server")
+    return p.parse_args(argv)
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    h = args.host
+    if h.startswith("unix://"):
+        h = h[len("unix://"):]
+    return Path(h) if h else Path(args.exec_root) / "nsnet.sock"
+
+
+async def serve(args: argparse.Namespace) -> int:
+    config = EngineConfig(data_root=Path(args.data_root), exec_root=Path(args.exec_root),
+                          default_bridge=args.default_bridge,
+                          host_resolv_conf=Path(args.resolv_conf))
+    resolver = None
+    metrics = None
+    if not args.no_dns:
+        from nsnet.engine.dns_hooks import EmbeddedDNS
+
+        resolver = EmbeddedDNS(config)
+        metrics = resolver.metrics_text
+    engine = Engine(config, resolver)
+    if resolver is not None:
+        resolver.attach(engine)
+    try:
+        report = await engine.start()
+    except NsnetError as e:
+        log.error("start failed: %s", e.message)
+        await engine.close()
+        return 1
+    log.info("reconciled: %s", {k: v for k, v in report.items() if v})
+    api = build(engine, metrics)
+    app = web.Application(client_max_size=1 << 34)
+    app.router.add_route("*", "/{tail:.*}", api.dispatch)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = socket_path(args)
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
+    site = web.UnixSite(runner, str(sock))
+    await site.start()
+    os.chmod(sock, 0o660)
+    with contextlib.suppress(KeyError, PermissionError):
+        os.chown(sock, 0, grp.getgrnam("nsnet").gr_gid)
+    log.info("nsnetd listening on unix://%s", sock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, stop.set)
+    await stop.wait()
+    log.info("shutting down (containers keep running; the next start adopts them)")
+    await runner.cleanup()
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
+    if resolver is not None:
+        await resolver.close()
+    await engine.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0:
+        print("nsnetd: must run as root (it creates namespaces, links and firewall rules)",
+              file=sys.stderr)
+        sys.exit(1)
+    become_subreaper()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    sys.exit(asyncio.run(serve(args)))
+
+
+if __name__ == "__main__":
+    main()

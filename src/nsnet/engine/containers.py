@@ -1,0 +1,323 @@
+"""Container use-cases: create, start, stop, kill, wait, remove, exec."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass, field
+
+from nsnet.engine.base import NAME_RE, ContainerWaiters, EngineBase, log
+from nsnet.engine.sandboxes import SandboxesMixin, validate_endpoint_request
+from nsnet.engine.undo import Undo
+from nsnet.errors import Conflict, Invalid, NotFound, NotModified
+from nsnet.model import (
+    Attachment,
+    Container,
+    EndpointRequest,
+    new_id,
+    now_rfc3339,
+)
+from nsnet.runtime.runc import ProcessSpec
+
+
+@dataclass
+class ContainerCreate:
+    """A ``POST /containers/create`` body reduced to what nsnet acts on."""
+
+    image: str
+    name: str = ""
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = field(default_factory=list)
+    working_dir: str = ""
+    hostname: str = ""
+    domainname: str = ""
+    user: str = ""
+    tty: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    network_mode: str = "bridge"
+    # Ordered: the NetworkMode network first, as Docker connects it first (eth0).
+    endpoints: dict[str, EndpointRequest] = field(default_factory=dict)
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    extra_hosts: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+    auto_remove: bool = False
+    port_bindings: dict[str, object] = field(default_factory=dict)
+
+
+def _sig(value: str | int | None, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, int):
+        return value
+    v = str(value).upper()
+    if v.isdigit():
+        return int(v)
+    if not v.startswith("SIG"):
+        v = "SIG" + v
+    try:
+        return int(signal.Signals[v])
+    except KeyError:
+        raise Invalid(f"Invalid signal: {value}") from None
+
+
+class ContainersMixin(SandboxesMixin, EngineBase):
+    # -- create -----------------------------------------------------------------------------
+
+    def create_container(self, req: ContainerCreate) -> Container:
+        image = self.images.resolve(req.image)
+        name = req.name[1:] if req.name.startswith("/") else req.name
+        if name:
+            if not NAME_RE.match(name):
+                raise Invalid(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                              "are allowed")
+            for other in self.containers.values():
+                if other.name == name:
+                    raise Conflict(f'Conflict. The container name "/{name}" is already in use by '
+                                   f'container "{other.id}". You have to remove (or rename) that '
+                                   "container to be able to reuse that name.")
+        if req.port_bindings:
+            raise Invalid("publishing ports (-p) is not supported by nsnet yet")
+        mode = req.network_mode or "bridge"
+        if mode == "default":
+            mode = "bridge"
+        endpoints = dict(req.endpoints)
+        if "default" in endpoints:
+            endpoints.setdefault("bridge", endpoints.pop("default"))
+        if mode in ("host", "none"):
+            others = [k for k in endpoints if k != mode]
+            if others:
+                raise Invalid(f"conflicting options: cannot attach both user-defined and "
+                              f"non-user-defined network-modes ({mode} and {others[0]})")
+            endpoints = {}
+        elif mode.startswith("container:"):
+            raise Invalid("sharing another container's network namespace is not supported by "
+                          "nsnet yet")
+        else:
+            endpoints.setdefault(mode, EndpointRequest())
+            # NetworkMode's network is eth0, whatever the map order.
+            endpoints = {mode: endpoints[mode], **{k: v for k, v in endpoints.items()
+                                                   if k != mode}}
+        if req.links and mode != "bridge":
+            # Docker allows --link on user networks as aliases; keep it simple and explicit.
+            pass
+        attachments = []
+        for ref, er in endpoints.items():
+            try:
+                net = self.find_network(ref)
+            except NotFound:
+                net = None  # Docker: a missing network surfaces at start, not at create.
+            validate_endpoint_request(net, ref, er)
+            attachments.append(Attachment(network_id=net.id if net else ref, request=er))
+        cid = new_id()
+        c = Container(
+            id=cid, name=name or _random_name(self), image=req.image, image_id=image.id,
+            created=now_rfc3339(), cmd=req.cmd if req.cmd is not None else list(image.cmd),
+            entrypoint=req.entrypoint, env=list(image.env) + req.env,
+            working_dir=req.working_dir, hostname=req.hostname or cid[:12],
+            domainname=req.domainname, user=req.user, tty=req.tty, labels=dict(req.labels),
+            network_mode=mode, attachments=attachments, dns=req.dns,
+            dns_search=req.dns_search, dns_options=req.dns_options,
+            extra_hosts=req.extra_hosts, links=req.links, auto_remove=req.auto_remove,
+        )
+        if mode == "host":
+            c.hostname = req.hostname or _host_hostname()
+        self.save_container(c)
+        self.waiters[c.id] = ContainerWaiters()
+        return c
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def start_container(self, ref: str) -> None:
+        c = self.find_container(ref)
+        async with self.lock_for(c.id):
+            if c.state.status == "running":
+                raise NotModified("container already started")
+            image = self.images.resolve(c.image_id)
+            args = list(c.entrypoint or []) + list(c.cmd or [])
+            if not args:
+                raise Invalid("no command specified")
+            # A restart starts from a clean slate: runc state and overlay of the last run.
+            await self.runc.delete(c.id)
+            undo = Undo()
+            try:
+                ns_path = self.setup_sandbox(c, undo)
+                etc = self.etc_dir(c)
+                self.runc.prepare(
+                    c.id, self.images.rootfs(image),
+                    ProcessSpec(args=args, env=c.env, cwd=c.working_dir or "/", user=c.user,
+                                tty=False),
+                    c.hostname, ns_path,
+                    {"/etc/hosts": etc / "hosts", "/etc/resolv.conf": etc / "resolv.conf",
+                     "/etc/hostname": etc / "hostname"},
+                )
+                undo.push(_sync_delete, self, c.id)
+                pid = await self.runc.start(c.id)
+            except BaseException as e:
+                undo.rollback()
+                self.teardown_sandbox(c)
+                c.state.error = str(e)
+                self.save_container(c)
+                raise
+            c.state.status = "running"
+            c.state.pid = pid
+            c.state.exit_code = 0
+            c.state.error = ""
+            c.state.started_at = now_rfc3339()
+            c.state.finished_at = "0001-01-01T00:00:00Z"
+            self.save_container(c)
+            self.waiters.setdefault(c.id, ContainerWaiters())
+            self.exit_tasks[c.id] = asyncio.create_task(self._watch(c.id, pid))
+
+    async def _watch(self, cid: str, pid: int) -> None:
+        code = await self.runc.wait_exit(pid)
+        await self.container_exited(cid, code)
+
+    async def container_exited(self, cid: str, code: int) -> None:
+        c = self.containers.get(cid)
+        if c is None:
+            return
+        async with self.lock_for(cid):
+            c.state.status = "exited"
+            c.state.exit_code = code
+            c.state.pid = 0
+            c.state.finished_at = now_rfc3339()
+            self.teardown_sandbox(c)
+            await self.runc.delete(cid)
+            self.save_container(c)
+        self.exit_tasks.pop(cid, None)
+        w = self.waiters.get(cid)
+        if w:
+            w.exited(code)
+        log.info("container %s exited with %d", c.short_id, code)
+        if c.auto_remove:
+            await self.remove_container(cid, force=True)
+
+    # -- stop / kill / wait -----------------------------------------------------------------
+
+    async def stop_container(self, ref: str, timeout: float | None = None,
+                             sig: str | None = None) -> None:
+        c = self.find_container(ref)
+        if c.state.status != "running":
+            raise NotModified("container already stopped")
+        task = self.exit_tasks.get(c.id)
+        await self.runc.kill(c.id, _sig(sig, signal.SIGTERM))
+        t = 10.0 if timeout is None else float(timeout)
+        if task is not None:
+            if t >= 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), timeout=t)
+                    return
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.shield(task)
+                return
+            await self.runc.kill(c.id, signal.SIGKILL)
+            await asyncio.shield(task)
+
+    async def kill_container(self, ref: str, sig: str | None = None) -> None:
+        c = self.find_container(ref)
+        if c.state.status != "running":
+            raise Conflict(f"Cannot kill container: {c.id}: container {c.id} is not running")
+        await self.runc.kill(c.id, _sig(sig, signal.SIGKILL))
+
+    async def wait_container(self, ref: str, condition: str = "not-running") -> int:
+        c = self.find_container(ref)
+        w = self.waiters.setdefault(c.id, ContainerWaiters())
+        loop = asyncio.get_running_loop()
+        if condition in ("", "not-running"):
+            if c.state.status != "running":
+                return c.state.exit_code
+            fut: asyncio.Future[int] = loop.create_future()
+            w.next_exit.append(fut)
+            return await fut
+        if condition == "next-exit":
+            fut = loop.create_future()
+            w.next_exit.append(fut)
+            return await fut
+        if condition == "removed":
+            fut = loop.create_future()
+            w.removed.append(fut)
+            return await fut
+        raise Invalid(f"invalid condition: {condition!r}")
+
+    # -- remove -----------------------------------------------------------------------------
+
+    async def remove_container(self, ref: str, force: bool = False) -> None:
+        c = self.find_container(ref)
+        if c.state.status == "running":
+            if not force:
+                raise Conflict(f"cannot remove container \"/{c.name}\": container is running: "
+                               "stop the container before removing or force remove")
+            task = self.exit_tasks.get(c.id)
+            await self.runc.kill(c.id, signal.SIGKILL)
+            if task is not None:
+                await asyncio.shield(task)
+            c = self.containers.get(c.id) or c
+            if c.id not in self.containers:
+                return  # auto-remove already took it
+        async with self.lock_for(c.id):
+            if c.id not in self.containers:
+                return
+            self.teardown_sandbox(c)
+            await self.runc.delete(c.id)
+            self.runc.remove_data(c.id)
+            _rmtree(self.etc_dir(c))
+            self.store.delete("container", c.id)
+            self.containers.pop(c.id, None)
+        self.locks.pop(c.id, None)
+        w = self.waiters.pop(c.id, None)
+        if w:
+            w.gone(c.state.exit_code)
+
+    # -- exec -------------------------------------------------------------------------------
+
+    async def exec_process(self, ref: str, cmd: list[str], env: list[str], workdir: str,
+                           user: str, detach: bool) -> asyncio.subprocess.Process:
+        c = self.find_container(ref)
+        if c.state.status != "running":
+            raise Conflict(f"container {c.id} is not running")
+        spec = ProcessSpec(args=cmd, env=list(c.env) + list(env),
+                           cwd=workdir or c.working_dir or "/", user=user or c.user)
+        return await self.runc.exec(c.id, spec, detach)
+
+
+def _sync_delete(engine: EngineBase, cid: str) -> None:
+    """Undo of ``prepare``: unmount and drop the bundle (runc has not started anything)."""
+    task = asyncio.get_event_loop().create_task(engine.runc.delete(cid))
+    task.add_done_callback(lambda t: t.exception())
+
+
+def _rmtree(path: object) -> None:
+    import shutil
+
+    shutil.rmtree(str(path), ignore_errors=True)
+
+
+def _host_hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+_ADJ = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp", "vivid")
+_NOUN = ("lovelace", "turing", "hopper", "ritchie", "thompson", "torvalds", "knuth", "liskov",
+         "kay", "perlman")
+
+
+def _random_name(engine: EngineBase) -> str:
+    import secrets
+
+    while True:
+        n = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}{secrets.randbelow(100)}"
+        if all(c.name != n for c in engine.containers.values()):
+            return n
+
+
+def uptime_text(started_at: str) -> str:
+    """Unused helper kept for API status strings (see api.render)."""
+    return started_at or str(time.time())

@@ -1,0 +1,177 @@
+"""The embedded DNS wired to sandboxes: Docker's 127.0.0.11, done with our own primitives.
+
+For each sandbox on a user-defined network, two sockets are opened *inside* its namespace on
+127.0.0.11 at kernel-chosen ports, handed to the one ``DNSServer`` of the daemon, and a small
+``ip nsnet-dns`` table in the sandbox DNATs 127.0.0.11:53 to them, so port 53 stays free for the
+container's own use. Conntrack undoes the DNAT on replies, so no SNAT rule is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nsnet.dns.records import Records
+from nsnet.dns.server import DNSServer
+from nsnet.engine.base import EngineConfig
+from nsnet.kernel.nft import run_once
+from nsnet.model import PREDEFINED_NETWORKS, Container, Endpoint, Network
+
+if TYPE_CHECKING:
+    from nsnet.engine.core import Engine
+
+log = logging.getLogger("nsnet.dns")
+
+RESOLVER_IP = "127.0.0.11"
+SANDBOX_TABLE = "ip nsnet-dns"
+
+
+def sandbox_dns_plan(udp_port: int, tcp_port: int) -> str:
+    return "\n".join([
+        f"add table {SANDBOX_TABLE}",
+        f"add chain {SANDBOX_TABLE} output "
+        "{ type nat hook output priority -100; policy accept; }",
+        f"flush chain {SANDBOX_TABLE} output",
+        f"add rule {SANDBOX_TABLE} output ip daddr {RESOLVER_IP} udp dport 53 "
+        f"dnat to {RESOLVER_IP}:{udp_port} comment \"nsnet embedded DNS\"",
+        f"add rule {SANDBOX_TABLE} output ip daddr {RESOLVER_IP} tcp dport 53 "
+        f"dnat to {RESOLVER_IP}:{tcp_port} comment \"nsnet embedded DNS\"",
+    ]) + "\n"
+
+
+def read_upstreams(path: Path) -> list[str]:
+    """The host's nameservers, at most 3; systemd-resolved's real list behind 127.0.0.53."""
+    def parse(p: Path) -> list[str]:
+        out = []
+        try:
+            for line in p.read_text().splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    out.append(parts[1])
+        except OSError:
+            pass
+        return out
+
+    servers = parse(path)
+    if servers == ["127.0.0.53"]:
+        alt = parse(Path("/run/systemd/resolve/resolv.conf"))
+        if alt:
+            servers = alt
+    return servers[:3]
+
+
+class EmbeddedDNS:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.records = Records()
+        self.server: DNSServer | None = None
+        self.engine: Engine | None = None
+        # Sandbox id -> the task registering its sockets; updates wait for it.
+        self._served: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _server(self) -> DNSServer:
+        if self.server is None:
+            self.server = DNSServer(self.records,
+                                    lambda: read_upstreams(self.config.host_resolv_conf))
+        return self.server
+
+    def metrics_text(self) -> str:
+        return self._server().metrics_text()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _update(self, c: Container) -> None:
+        added = self._served.get(c.id)
+        if added is None:
+            return
+        dns, forward = list(c.dns) or None, self._forward(c)
+
+        async def later() -> None:
+            await asyncio.shield(added)
+            if c.id in self._served:
+                self._server().update_sandbox(c.id, dns_servers=dns, forward=forward)
+
+        self._spawn(later())
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dns task failed: %s", task.exception())
+
+    def _forward(self, c: Container) -> bool:
+        """Internal-only containers get names but no upstream (Docker's behaviour)."""
+        assert self.engine is not None
+        nets = [self.engine.networks.get(a.network_id) for a in c.attachments]
+        live = [n for n in nets if n is not None]
+        return not live or any(not n.internal for n in live)
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def sandbox_up(self, c: Container, ns_path: str) -> None:
+        assert self.engine is not None
+        server = self._server()
+        if c.id in self._served:
+            self._update(c)
+            return
+        ns = self.engine.host.ns
+
+        def open_sockets() -> tuple[socket.socket, socket.socket]:
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                udp.bind((RESOLVER_IP, 0))
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp.bind((RESOLVER_IP, 0))
+                tcp.listen(128)
+                run_once(sandbox_dns_plan(udp.getsockname()[1], tcp.getsockname()[1]))
+            except BaseException:
+                udp.close()
+                tcp.close()
+                raise
+            return udp, tcp
+
+        udp, tcp = ns.call_in(ns_path, open_sockets)
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        self._served[c.id] = self._spawn(server.add_sandbox(
+            c.id, udp, tcp, dns_servers=list(c.dns) or None, forward=self._forward(c)))
+
+    def sandbox_down(self, c: Container) -> None:
+        added = self._served.pop(c.id, None)
+        if added is not None:
+            async def later() -> None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(added)
+                await self._server().remove_sandbox(c.id)
+
+            self._spawn(later())
+
+    def endpoint_up(self, c: Container, net: Network, ep: Endpoint) -> None:
+        if net.name in PREDEFINED_NETWORKS:
+            return
+        self.records.set_network_name(net.id, net.name)
+        self.records.set_endpoint(ep.id, net.id, c.id, list(ep.dns_names), ep.ipv4, ep.ipv6)
+        self._update(c)
+
+    def endpoint_down(self, c: Container, net: Network, ep: Endpoint) -> None:
+        self.records.remove_endpoint(ep.id)
+
+    def network_removed(self, net: Network) -> None:
+        self.records.remove_network(net.id)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()

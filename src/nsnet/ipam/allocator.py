@@ -1,0 +1,201 @@
+"""Docker's default IPAM: subnet choice from the default pools, lowest-free addresses.
+
+Pure logic over an in-memory view, written through to the store, whose primary key on
+(network, address) is the last word against double allocation. The engine serialises calls, so
+the in-memory view and the store never disagree for long; at start the view is rebuilt from the
+store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Protocol
+
+from nsnet.errors import Conflict, Forbidden, Invalid, Unavailable
+from nsnet.model import IPAMPool, Network
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# (base, size) as dockerd's local-scope defaults: 15 x /16, then 16 x /20 in 192.168/16.
+DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
+    ("172.17.0.0/16", 16),
+    ("172.18.0.0/16", 16),
+    ("172.19.0.0/16", 16),
+    ("172.20.0.0/14", 16),
+    ("172.24.0.0/14", 16),
+    ("172.28.0.0/14", 16),
+    ("192.168.0.0/16", 20),
+)
+
+
+class IPAMStore(Protocol):
+    def ipam_claim(self, network: str, address: str, owner: str) -> None: ...
+    def ipam_release(self, network: str, address: str) -> None: ...
+    def ipam_release_network(self, network: str) -> None: ...
+    def ipam_all(self) -> list[tuple[str, str, str]]: ...
+
+
+def candidate_subnets(pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> Iterable[IPNetwork]:
+    for base, size in pools:
+        yield from ipaddress.ip_network(base).subnets(new_prefix=size)
+
+
+def pick_subnet(used: Iterable[IPNetwork], reserved: Iterable[IPNetwork]) -> IPNetwork:
+    """The first default pool overlapping neither a network nor a host route/nameserver."""
+    taken = [n for n in list(used) + list(reserved) if n.version == 4]
+    for cand in candidate_subnets():
+        if not any(cand.overlaps(t) for t in taken):
+            return cand
+    raise Forbidden("could not find an available, non-overlapping IPv4 address pool among "
+                    "the defaults to assign to the network")
+
+
+def parse_address(value: str, family: int | None = None) -> IPAddress:
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        kind = "IPv6" if family == 6 or ":" in value else "IPv4"
+        raise Invalid(f"invalid {kind} address: {value}") from None
+    if family and addr.version != family:
+        raise Invalid(f"invalid IPv{family} address: {value}")
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        raise Invalid(f"invalid IPv6 address: {value}")
+    return addr
+
+
+def parse_subnet(value: str) -> IPNetwork:
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise Invalid(f"invalid subnet {value}: not a CIDR address") from None
+    if "/" not in value:
+        raise Invalid(f"invalid subnet {value}: missing prefix length")
+    if ipaddress.ip_interface(value).ip != net.network_address:
+        raise Invalid(f"invalid subnet {value}: it should be {net}")
+    return net
+
+
+def validate_pools(pools: list[IPAMPool]) -> list[IPAMPool]:
+    """Check and normalise user IPAM config as dockerd 25+ does (400 on any inconsistency)."""
+    out: list[IPAMPool] = []
+    seen: list[IPNetwork] = []
+    for p in pools:
+        if not p.subnet:
+            if p.ip_range or p.gateway or p.aux_addresses:
+                raise Invalid("every ip-range or gateway must have a corresponding subnet")
+            continue
+        net = parse_subnet(p.subnet)
+        for s in seen:
+            if s.version == net.version and s.overlaps(net):
+                raise Invalid(f"invalid pool request: Pool overlaps with other one on this "
+                              f"address space ({net} and {s})")
+        seen.append(net)
+        gw = None
+        if p.gateway:
+            gwa = parse_address(p.gateway, net.version)
+            if gwa not in net:
+                raise Invalid(f"invalid pool request: gateway {gwa} is not in subnet {net}")
+            gw = str(gwa)
+        rng = None
+        if p.ip_range:
+            r = parse_subnet(p.ip_range)
+            if r.version != net.version or not r.subnet_of(net):  # type: ignore[arg-type]
+                raise Invalid(f"invalid pool request: ip-range {r} is not within subnet {net}")
+            rng = str(r)
+        aux: dict[str, str] = {}
+        for k, v in (p.aux_addresses or {}).items():
+            a = parse_address(v, net.version)
+            if a not in net:
+                raise Invalid(f"invalid pool request: aux-address {k}={a} is not in subnet {net}")
+            aux[k] = str(a)
+        out.append(IPAMPool(subnet=str(net), gateway=gw, ip_range=rng, aux_addresses=aux))
+    # Docker lists the IPv4 config first whatever the order given.
+    out.sort(key=lambda p: ipaddress.ip_network(p.subnet).version)
+    return out
+
+
+def default_gateway(net: IPNetwork) -> str:
+    return str(net.network_address + 1)
+
+
+class Allocator:
+    def __init__(self, store: IPAMStore) -> None:
+        self._store = store
+        self._used: dict[str, dict[str, str]] = {}
+        for network, address, owner in store.ipam_all():
+            self._used.setdefault(network, {})[address] = owner
+
+    def in_use(self, network_id: str) -> dict[str, str]:
+        return dict(self._used.get(network_id, {}))
+
+    @staticmethod
+    def _reserved(pool: IPAMPool) -> set[int]:
+        r = {int(ipaddress.ip_address(a)) for a in pool.aux_addresses.values()}
+        if pool.gateway:
+            r.add(int(ipaddress.ip_address(pool.gateway)))
+        return r
+
+    def _pool_for(self, network: Network, family: int) -> IPAMPool | None:
+        for p in network.pools:
+            if ipaddress.ip_network(p.subnet).version == family:
+                return p
+        return None
+
+    def allocate(self, network: Network, owner: str, family: int = 4,
+                 requested: str | None = None) -> tuple[str, int, str | None]:
+        """Return (address, prefixlen, gateway) and record it, or raise."""
+        used = self._used.setdefault(network.id, {})
+        if requested:
+            addr = parse_address(requested, family)
+            pool = None
+            for p in network.pools:
+                if addr in ipaddress.ip_network(p.subnet):
+                    pool = p
+                    break
+            if pool is None:
+                raise Invalid(f"no configured subnet or ip-range contain the IP address {addr}")
+            net = ipaddress.ip_network(pool.subnet)
+            if addr == net.network_address or (
+                    net.version == 4 and net.prefixlen < 31 and addr == net.broadcast_address):
+                raise Invalid(f"invalid address {addr}: network or broadcast address of {net}")
+            if int(addr) in self._reserved(pool) or str(addr) in used:
+                raise Conflict(f"Address already in use: {addr} in network {network.name}")
+            self._claim(network.id, str(addr), owner)
+            return str(addr), net.prefixlen, pool.gateway
+        pool = self._pool_for(network, family)
+        if pool is None:
+            raise Invalid(f"network {network.name} has no IPv{family} subnet")
+        net = ipaddress.ip_network(pool.subnet)
+        rng = ipaddress.ip_network(pool.ip_range) if pool.ip_range else net
+        first = int(rng.network_address)
+        last = int(rng.broadcast_address)
+        # The subnet's own network and broadcast addresses are never handed out.
+        if first == int(net.network_address):
+            first += 1
+        if net.version == 4 and net.prefixlen < 31 and last == int(net.broadcast_address):
+            last -= 1
+        reserved = self._reserved(pool)
+        cls = type(net.network_address)
+        for i in range(first, last + 1):
+            if i in reserved:
+                continue
+            s = str(cls(i))
+            if s in used:
+                continue
+            self._claim(network.id, s, owner)
+            return s, net.prefixlen, pool.gateway
+        raise Unavailable(f"no available IPv{family} addresses on network {network.name}")
+
+    def _claim(self, network_id: str, address: str, owner: str) -> None:
+        self._store.ipam_claim(network_id, address, owner)
+        self._used.setdefault(network_id, {})[address] = owner
+
+    def release(self, network_id: str, address: str) -> None:
+        self._store.ipam_release(network_id, address)
+        self._used.get(network_id, {}).pop(address, None)
+
+    def release_network(self, network_id: str) -> None:
+        self._store.ipam_release_network(network_id)
+        self._used.pop(network_id, None)

@@ -1,0 +1,165 @@
+"""The host firewall: one ``inet nsnet`` table, per-network chains reached through verdict maps.
+
+Layout (see docs/kernel-names.md)::
+
+    table inet nsnet
+      map to_net    ifname : verdict      oifname  -> jump n-<id12>-to    (traffic entering a net)
+      map from_net  ifname : verdict      iifname  -> jump n-<id12>-from  (traffic leaving a net)
+      map nat4      ipv4_addr : verdict   saddr (interval) -> jump n-<id12>-nat
+      map nat6      ipv6_addr : verdict
+      chain forward     hook forward, policy accept: oifname vmap @to_net; iifname vmap @from_net
+      chain postrouting hook postrouting (srcnat):   ip saddr vmap @nat4; ip6 saddr vmap @nat6
+
+Adding a network adds three chains and three map elements in one transaction; nothing else is
+rewritten, so the cost is flat in the number of networks and containers. The postrouting hook
+has no input interface, which is why NAT is keyed by source subnet and not by bridge name.
+
+The policies stay ``accept``: nsnet only judges packets of its own interfaces and leaves the rest
+of the host's forwarding alone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from nsnet.kernel.nft import Nft, NftError
+
+TABLE = "inet nsnet"
+
+
+@dataclass(frozen=True)
+class NetworkFirewall:
+    """What the firewall needs to know of one bridge network."""
+
+    short_id: str
+    name: str
+    bridge: str
+    subnets: tuple[str, ...]
+    internal: bool = False
+    icc: bool = True
+    masquerade: bool = True
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace('"', "") + '"'
+
+
+def base_plan() -> str:
+    """Idempotent: ``add`` of an existing object is a no-op in nftables."""
+    return "\n".join([
+        f"add table {TABLE}",
+        f"add map {TABLE} to_net {{ type ifname : verdict; }}",
+        f"add map {TABLE} from_net {{ type ifname : verdict; }}",
+        f"add map {TABLE} nat4 {{ type ipv4_addr : verdict; flags interval; }}",
+        f"add map {TABLE} nat6 {{ type ipv6_addr : verdict; flags interval; }}",
+        f"add chain {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}",
+        f"add chain {TABLE} postrouting "
+        "{ type nat hook postrouting priority srcnat; policy accept; }",
+        f"flush chain {TABLE} forward",
+        f"flush chain {TABLE} postrouting",
+        f"add rule {TABLE} forward oifname vmap @to_net",
+        f"add rule {TABLE} forward iifname vmap @from_net",
+        f"add rule {TABLE} postrouting ip saddr vmap @nat4",
+        f"add rule {TABLE} postrouting ip6 saddr vmap @nat6",
+    ]) + "\n"
+
+
+def chain_names(short_id: str) -> tuple[str, str, str]:
+    return f"n-{short_id}-to", f"n-{short_id}-from", f"n-{short_id}-nat"
+
+
+def network_plan(n: NetworkFirewall) -> str:
+    """(Re)write one network's chains and hook them into the maps, atomically."""
+    to_c, from_c, nat_c = chain_names(n.short_id)
+    br = _q(n.bridge)
+    comment = _q(f"nsnet network {n.name} {n.short_id}")
+    lines = []
+    for c in (to_c, from_c, nat_c):
+        lines.append(f"add chain {TABLE} {c}")
+        lines.append(f"flush chain {TABLE} {c}")
+    # Entering the network: replies to its own connections, its own members (ICC), nothing else.
+    lines.append(f"add rule {TABLE} {to_c} ct state established,related accept comment {comment}")
+    verdict = "accept" if n.icc else "drop"
+    lines.append(f"add rule {TABLE} {to_c} iifname {br} {verdict} comment {comment}")
+    lines.append(f"add rule {TABLE} {to_c} drop comment {comment}")
+    # Leaving the network: an internal network keeps everything inside its subnet.
+    if n.internal:
+        lines.append(f"add rule {TABLE} {from_c} drop comment {comment}")
+    else:
+        lines.append(f"add rule {TABLE} {from_c} accept comment {comment}")
+    if n.masquerade and not n.internal:
+        lines.append(f"add rule {TABLE} {nat_c} oifname != {br} masquerade comment {comment}")
+    lines.append(f"add element {TABLE} to_net {{ {br} : jump {to_c} }}")
+    lines.append(f"add element {TABLE} from_net {{ {br} : jump {from_c} }}")
+    for s in n.subnets:
+        net = ipaddress.ip_network(s)
+        m = "nat4" if net.version == 4 else "nat6"
+        lines.append(f"add element {TABLE} {m} {{ {net} : jump {nat_c} }}")
+    return "\n".join(lines) + "\n"
+
+
+def network_remove_plan(short_id: str, bridge: str, subnets: tuple[str, ...]) -> list[str]:
+    """One command per object so a partial leftover can still be removed piece by piece."""
+    to_c, from_c, nat_c = chain_names(short_id)
+    br = _q(bridge)
+    cmds = [
+        f"delete element {TABLE} to_net {{ {br} }}",
+        f"delete element {TABLE} from_net {{ {br} }}",
+    ]
+    for s in subnets:
+        net = ipaddress.ip_network(s)
+        m = "nat4" if net.version == 4 else "nat6"
+        cmds.append(f"delete element {TABLE} {m} {{ {net} }}")
+    for c in (to_c, from_c, nat_c):
+        cmds.append(f"delete chain {TABLE} {c}")
+    return cmds
+
+
+class Firewall:
+    """Applies the plans in the daemon's (host) namespace."""
+
+    def __init__(self) -> None:
+        self._nft = Nft()
+
+    def ensure_base(self) -> None:
+        self._nft.run(base_plan())
+
+    def apply_network(self, n: NetworkFirewall) -> None:
+        self._nft.run(network_plan(n))
+
+    def remove_network(self, short_id: str, bridge: str, subnets: tuple[str, ...]) -> None:
+        cmds = network_remove_plan(short_id, bridge, subnets)
+        try:
+            self._nft.run("\n".join(cmds) + "\n")
+            return
+        except NftError:
+            pass
+        # Something was already gone: remove what is left, one object at a time (idempotent).
+        for c in cmds:
+            try:
+                self._nft.run(c + "\n")
+            except NftError:
+                continue
+
+    def network_chains(self) -> set[str]:
+        """Short IDs that have chains in the table (for reconcile)."""
+        try:
+            out = self._nft.run(f"list chains {TABLE.split()[0]}")
+        except NftError:
+            return set()
+        ids = set()
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("chain n-") and line.endswith("-to {"):
+                ids.add(line[len("chain n-"):-len("-to {")])
+        return ids
+
+    def delete_table(self) -> None:
+        try:
+            self._nft.run(f"delete table {TABLE}\n")
+        except NftError:
+            pass
+
+    def close(self) -> None:
+        self._nft.close()

@@ -1,0 +1,60 @@
+"""Everything the drivers need of the daemon's own ("host") namespace, opened once at start."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from nsnet.kernel.firewall import Firewall
+from nsnet.kernel.links import LinkReaper, Links
+from nsnet.kernel.netns import NamespaceThread
+
+
+class HostKernel:
+    def __init__(self, exec_root: Path) -> None:
+        self.links = Links(IPRoute())
+        self.ns = NamespaceThread()
+        self.firewall = Firewall()
+        self.reaper = LinkReaper()
+        self.netns_dir = exec_root / "netns"
+        self.netns_dir.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        self.reaper.close()
+        self.firewall.close()
+        self.ns.close()
+        self.links.close()
+
+    @contextmanager
+    def sandbox_links(self, ns_path: str) -> Iterator[Links]:
+        """A netlink socket inside a sandbox for the duration of one operation."""
+        links = Links(self.ns.iproute(ns_path))
+        try:
+            yield links
+        finally:
+            links.close()
+
+
+def sysctl_set(key: str, value: str) -> None:
+    """Write a sysctl of the daemon's namespace (``/proc/sys`` follows the opener's netns)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def sysctl_get(key: str) -> str:
+    with open("/proc/sys/" + key.replace(".", "/")) as f:
+        return f.read().strip()
+
+
+@contextmanager
+def open_ns_fd(ns_path: str) -> Iterator[int]:
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)

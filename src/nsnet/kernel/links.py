@@ -1,0 +1,249 @@
+"""Links, addresses and routes over netlink (pyroute2 0.7).
+
+pyroute2 is pinned to 0.7: its ``IPRoute`` opens its netlink socket in the constructor, in the
+calling thread's namespace, and that socket then works from any thread. 0.8+ opens sockets lazily
+and per thread, which silently talks to the *daemon's* namespace when the socket was meant for a
+container's (seen here: an address meant for a sandbox landed on the host's eth0).
+
+Every lookup is a kernel-filtered ``get`` by name, never a dump (``link_lookup`` dumps every link
+and costs hundreds of ms at scale).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import secrets
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nsnet.errors import Conflict, Invalid, SystemError_, Unavailable
+
+
+def random_mac() -> str:
+    """Locally administered unicast MAC, as Docker 28 does."""
+    b = bytearray(secrets.token_bytes(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def random_veth_name() -> str:
+    """Docker's host-side veth name shape: ``veth`` + 7 hex characters."""
+    return "veth" + secrets.token_hex(4)[:7]
+
+
+def _kernel_error(e: NetlinkError, what: str) -> Exception:
+    code = e.code
+    if code == errno.EEXIST:
+        return Conflict(f"{what}: already exists")
+    if code == errno.EOPNOTSUPP or code == errno.ENOTSUP:
+        return Unavailable(f"{what}: not supported by this kernel")
+    if code == errno.EINVAL:
+        return Invalid(f"{what}: invalid argument (kernel refused)")
+    return SystemError_(f"{what}: {e}")
+
+
+class Links:
+    """Netlink operations on one namespace's links through one socket."""
+
+    def __init__(self, ipr: IPRoute) -> None:
+        self.ipr = ipr
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    def index(self, name: str) -> int | None:
+        with self._lock:
+            try:
+                msgs = self.ipr.link("get", ifname=name)
+            except NetlinkError as e:
+                if e.code in (errno.ENODEV, errno.ENOENT):
+                    return None
+                raise _kernel_error(e, f"link {name}") from e
+        return int(msgs[0]["index"])
+
+    def exists(self, name: str) -> bool:
+        return self.index(name) is not None
+
+    def link_info(self, name: str) -> dict[str, object] | None:
+        with self._lock:
+            try:
+                msg = self.ipr.link("get", ifname=name)[0]
+            except NetlinkError as e:
+                if e.code in (errno.ENODEV, errno.ENOENT):
+                    return None
+                raise _kernel_error(e, f"link {name}") from e
+        linkinfo = msg.get_attr("IFLA_LINKINFO")
+        kind = linkinfo.get_attr("IFLA_INFO_KIND") if linkinfo else None
+        return {
+            "index": msg["index"],
+            "kind": kind,
+            "mtu": msg.get_attr("IFLA_MTU"),
+            "master": msg.get_attr("IFLA_MASTER"),
+            "mac": msg.get_attr("IFLA_ADDRESS"),
+        }
+
+    def ensure_bridge(self, name: str, mtu: int | None, alias: str) -> int:
+        """Create the bridge if missing (reconcile calls this on every start) and bring it up."""
+        idx = self.index(name)
+        with self._lock:
+            try:
+                if idx is None:
+                    kw: dict[str, object] = {"ifname": name, "kind": "bridge"}
+                    if mtu:
+                        kw["mtu"] = mtu
+                    self.ipr.link("add", **kw)
+                    idx = int(self.ipr.link("get", ifname=name)[0]["index"])
+                elif mtu:
+                    self.ipr.link("set", index=idx, mtu=mtu)
+                self.ipr.link("set", index=idx, state="up", ifalias=alias)
+            except NetlinkError as e:
+                raise _kernel_error(e, f"bridge {name}") from e
+        return idx
+
+    def delete(self, name: str) -> None:
+        """Idempotent delete by name."""
+        with self._lock:
+            try:
+                self.ipr.link("del", ifname=name)
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise _kernel_error(e, f"delete {name}") from e
+
+    def ensure_address(self, index: int, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        with self._lock:
+            try:
+                self.ipr.addr("add", index=index, address=str(iface.ip),
+                              prefixlen=iface.network.prefixlen)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise _kernel_error(e, f"address {cidr}") from e
+
+    def add_veth_into(self, host_name: str, peer_name: str, peer_mac: str, peer_ns_fd: int,
+                      master: int | None, mtu: int | None, alias: str) -> int:
+        """A veth pair whose peer is born inside the sandbox: moving links costs ~19 ms."""
+        peer: dict[str, object] = {"ifname": peer_name, "net_ns_fd": peer_ns_fd,
+                                   "address": peer_mac}
+        kw: dict[str, object] = {"ifname": host_name, "kind": "veth", "peer": peer}
+        if mtu:
+            kw["mtu"] = mtu
+            peer["mtu"] = mtu
+        with self._lock:
+            try:
+                self.ipr.link("add", **kw)
+                idx = int(self.ipr.link("get", ifname=host_name)[0]["index"])
+                if master is not None:
+                    self.ipr.link("set", index=idx, master=master, state="up", ifalias=alias)
+                else:
+                    self.ipr.link("set", index=idx, state="up", ifalias=alias)
+            except NetlinkError as e:
+                raise _kernel_error(e, f"veth {host_name}") from e
+        return idx
+
+    def set_isolated(self, index: int, isolated: bool) -> None:
+        """Bridge port isolation: the kernel's own no-ICC, without br_netfilter."""
+        with self._lock:
+            try:
+                self.ipr.brport("set", index=index, isolated=1 if isolated else 0)
+            except NetlinkError as e:
+                raise _kernel_error(e, "bridge port isolation") from e
+
+    def set_down(self, name: str) -> None:
+        with self._lock:
+            try:
+                msgs = self.ipr.link("get", ifname=name)
+                self.ipr.link("set", index=msgs[0]["index"], state="down")
+            except NetlinkError as e:
+                if e.code not in (errno.ENODEV, errno.ENOENT):
+                    raise _kernel_error(e, f"down {name}") from e
+
+    def tagged(self, tag_prefix: str) -> Iterator[tuple[str, str]]:
+        """(name, alias) of links whose alias carries our tag: a dump, for reconcile only.
+
+        Names alone cannot tell our ``br-<id12>`` from Docker's on a shared host; the alias can.
+        """
+        with self._lock:
+            msgs = list(self.ipr.get_links())
+        for m in msgs:
+            alias = m.get_attr("IFLA_IFALIAS")
+            name = m.get_attr("IFLA_IFNAME")
+            if name and alias and alias.startswith(tag_prefix):
+                yield name, alias
+
+    # -- inside a sandbox -------------------------------------------------------------------
+
+    def configure_endpoint(self, ifname: str, addresses: list[str], gateway4: str | None,
+                           gateway6: str | None) -> None:
+        """Addresses, up, and (when given) the default route, on a link in this namespace."""
+        with self._lock:
+            try:
+                idx = int(self.ipr.link("get", ifname=ifname)[0]["index"])
+                for cidr in addresses:
+                    iface = ipaddress.ip_interface(cidr)
+                    kw: dict[str, object] = {}
+                    if iface.version == 6:
+                        kw["flags"] = 0x80  # IFA_F_NODAD: usable at once, no 1 s of tentative
+                    self.ipr.addr("add", index=idx, address=str(iface.ip),
+                                  prefixlen=iface.network.prefixlen, **kw)
+                self.ipr.link("set", index=idx, state="up")
+                if gateway4:
+                    self.ipr.route("replace", dst="0.0.0.0/0", gateway=gateway4, oif=idx)
+                if gateway6:
+                    self.ipr.route("replace", dst="::/0", gateway=gateway6, oif=idx, family=10)
+            except NetlinkError as e:
+                raise _kernel_error(e, f"configure {ifname}") from e
+
+    def set_default_route(self, ifname: str, gateway: str, family: int = 4) -> None:
+        with self._lock:
+            try:
+                idx = int(self.ipr.link("get", ifname=ifname)[0]["index"])
+                if family == 6:
+                    self.ipr.route("replace", dst="::/0", gateway=gateway, oif=idx, family=10)
+                else:
+                    self.ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=idx)
+            except NetlinkError as e:
+                raise _kernel_error(e, f"default route via {gateway}") from e
+
+    def loopback_up(self) -> None:
+        with self._lock:
+            self.ipr.link("set", index=1, state="up")
+
+    def routes_v4(self) -> list[ipaddress.IPv4Network]:
+        """Host routes, so IPAM can skip pools that overlap them (Docker does the same)."""
+        out: list[ipaddress.IPv4Network] = []
+        with self._lock:
+            msgs = list(self.ipr.get_routes(family=2, table=254))
+        for r in msgs:
+            dst = r.get_attr("RTA_DST")
+            if dst is None:
+                continue
+            try:
+                out.append(ipaddress.IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+            except ValueError:
+                continue
+        return out
+
+
+class LinkReaper:
+    """Deletes veths off the request path: a veth delete waits ~15 ms for RCU in the kernel.
+
+    A disconnect first takes the link down (instant), then hands the delete here. A crash before
+    the delete is healed by reconcile, which removes nsnet-named links no endpoint owns.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsnet-reaper")
+        self._links = Links(IPRoute())
+
+    def delete_later(self, name: str) -> None:
+        self._pool.submit(self._links.delete, name)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._links.close()

@@ -1,0 +1,95 @@
+"""The embedded store: SQLite under ``--data-root``.
+
+Objects are JSON documents keyed by (kind, id) with a unique name per kind, so the same shape can
+later live in etcd. IPAM allocations get their own table with a primary key on (network,
+address): the database itself refuses a second owner for one address, whatever the caller does.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from nsnet.errors import Conflict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,
+    id   TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rev  INTEGER NOT NULL DEFAULT 1,
+    data TEXT NOT NULL,
+    PRIMARY KEY (kind, id),
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS ipam (
+    network TEXT NOT NULL,
+    address TEXT NOT NULL,
+    owner   TEXT NOT NULL,
+    PRIMARY KEY (network, address)
+);
+"""
+
+
+class LocalStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL keeps WAL durable across a process crash; a power cut may lose the last commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- documents ------------------------------------------------------------------------
+
+    def put(self, kind: str, id_: str, name: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO objects(kind,id,name,data) VALUES(?,?,?,?) "
+                    "ON CONFLICT(kind,id) DO UPDATE SET name=excluded.name, data=excluded.data, "
+                    "rev=rev+1",
+                    (kind, id_, name, json.dumps(data)),
+                )
+            except sqlite3.IntegrityError as e:
+                raise Conflict(f"{kind} name {name!r} is already in use") from e
+
+    def delete(self, kind: str, id_: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, id_))
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT data FROM objects WHERE kind=?", (kind,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    # -- address allocations --------------------------------------------------------------
+
+    def ipam_claim(self, network: str, address: str, owner: str) -> None:
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO ipam(network,address,owner) VALUES(?,?,?)",
+                                 (network, address, owner))
+            except sqlite3.IntegrityError as e:
+                raise Conflict(f"address {address} is already in use") from e
+
+    def ipam_release(self, network: str, address: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM ipam WHERE network=? AND address=?", (network, address))
+
+    def ipam_release_network(self, network: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM ipam WHERE network=?", (network,))
+
+    def ipam_all(self) -> builtins.list[tuple[str, str, str]]:
+        with self._lock:
+            rows = self._db.execute("SELECT network,address,owner FROM ipam").fetchall()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]

@@ -1,0 +1,314 @@
+"""Throwaway "host" namespaces with a daemon inside, and the leak checks that follow them.
+
+Privileged tests never touch the machine's own network: each test host is a network namespace
+made here, the daemon runs inside it (``nsenter --net``, so its mounts stay visible to the leak
+check), and its data and exec roots live in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nsnet.client.api import Client
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def sh(*args: str, check: bool = True, ns: str | None = None, timeout: float = 60,
+       input: str | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = list(args)
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p
+
+
+def ns_inode(path: str) -> int:
+    return os.stat(path).st_ino
+
+
+@dataclass
+class TestHost:
+    """One namespace standing in for a machine."""
+
+    name: str
+    path: str = ""
+
+    @classmethod
+    def create(cls, prefix: str = "nsnt") -> TestHost:
+        name = f"{prefix}-{secrets.token_hex(3)}"
+        sh("ip", "netns", "add", name)
+        sh("ip", "link", "set", "lo", "up", ns=name)
+        return cls(name=name, path=f"/run/netns/{name}")
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", *args, ns=self.name, check=check)
+
+    def ip_json(self, *args: str) -> list[dict[str, object]]:
+        out = sh("ip", "-j", *args, ns=self.name).stdout
+        return json.loads(out or "[]")  # type: ignore[no-any-return]
+
+    def nft_json(self, *args: str) -> list[dict[str, object]]:
+        p = sh("nft", "-j", *args, ns=self.name, check=False)
+        if p.returncode != 0:
+            return []
+        return json.loads(p.stdout or '{"nftables": []}')["nftables"]  # type: ignore[no-any-return]
+
+    def pids(self) -> list[int]:
+        """Processes whose network namespace is this host's (daemon, host-mode containers)."""
+        ino = ns_inode(self.path)
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{d}/ns/net").st_ino == ino:
+                    out.append(int(d))
+            except OSError:
+                continue
+        return out
+
+    def destroy(self) -> None:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+@dataclass
+class Daemon:
+    host: TestHost
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+    resolv_conf: Path = field(default_factory=Path)
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def data_root(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def socket(self) -> Path:
+        return self.exec_root / "nsnet.sock"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["NSNET_HOST"] = f"unix://{self.socket}"
+        env["DOCKER_HOST"] = f"unix://{self.socket}"
+        env.pop("DOCKER_CONTEXT", None)
+        return env
+
+    def client(self) -> Client:
+        return Client(f"unix://{self.socket}")
+
+    def start(self) -> None:
+        self.exec_root.mkdir(parents=True, exist_ok=True)
+        cmd = ["nsenter", f"--net={self.host.path}", str(VENV_BIN / "nsnetd"),
+               "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+               "--resolv-conf", str(self.resolv_conf), "--log-level", "debug",
+               *self.extra_args]
+        with open(self.root / "nsnetd.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nsnetd exited at start: {self.log_tail()}")
+            if self.socket.exists():
+                try:
+                    self.client().ping()
+                    return
+                except Exception:  # noqa: BLE001 - not ready yet
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"nsnetd did not come up: {self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = (self.root / "nsnetd.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def remove_everything(self) -> None:
+        """Through the API, as a user would: containers, then user networks."""
+        c = self.client()
+        for ctr in c.containers.list(all=True):
+            with contextlib.suppress(Exception):
+                c.containers.remove(ctr["Id"], force=True)
+        for net in c.networks.list():
+            if net["Name"] not in ("bridge", "host", "none"):
+                with contextlib.suppress(Exception):
+                    c.networks.remove(net["Id"])
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([str(VENV_BIN / "nsnet"), *args], capture_output=True, text=True,
+                           env=self.env, timeout=timeout, input=input)
+        if check and p.returncode != 0:
+            raise AssertionError(f"nsnet {' '.join(args)} failed ({p.returncode}): "
+                                 f"{p.stderr.strip()}\n{p.stdout}")
+        return p
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 60,
+               input: str | None = None) -> subprocess.CompletedProcess[str]:
+        docker = shutil.which("docker") or "/usr/local/bin/docker"
+        p = subprocess.run([docker, *args], capture_output=True, text=True, env=self.env,
+                           timeout=timeout, input=input)
+        if check and p.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({p.returncode}): "
+                                 f"{p.stderr.strip()}\n{p.stdout}")
+        return p
+
+
+def root_links() -> set[str]:
+    out = sh("ip", "-j", "link", "show").stdout
+    return {x["ifname"] for x in json.loads(out or "[]")}
+
+
+def mounts_under(prefix: str) -> list[str]:
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and parts[4].startswith(prefix):
+                out.append(parts[4])
+    return out
+
+
+def root_has_nsnet_table() -> bool:
+    p = sh("nft", "list", "tables", check=False)
+    return "nsnet" in p.stdout
+
+
+@dataclass
+class LeakSnapshot:
+    links: set[str]
+    netns: set[str]
+    nsnet_table: bool
+
+    @classmethod
+    def take(cls) -> LeakSnapshot:
+        return cls(links=root_links(), netns=set(os.listdir("/run/netns"))
+                   if os.path.isdir("/run/netns") else set(),
+                   nsnet_table=root_has_nsnet_table())
+
+
+def check_leaks(before: LeakSnapshot, root: Path, hosts: list[TestHost]) -> list[str]:
+    """What a test left behind; empty when clean. Waits a little for the kernel's async reaping."""
+    problems: list[str] = []
+    deadline = time.monotonic() + 5
+    while True:
+        problems = []
+        now_links = root_links()
+        extra = now_links - before.links
+        if extra:
+            problems.append(f"links left in the root namespace: {sorted(extra)}")
+        netns_now = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+        extra_ns = netns_now - before.netns
+        if extra_ns:
+            problems.append(f"namespaces left: {sorted(extra_ns)}")
+        m = mounts_under(str(root))
+        if m:
+            problems.append(f"mounts left: {m}")
+        if root_has_nsnet_table() and not before.nsnet_table:
+            problems.append("an nsnet nftables table appeared in the root namespace")
+        for h in hosts:
+            if os.path.exists(h.path):
+                problems.append(f"test host {h.name} still exists")
+        procs = _procs_mentioning(str(root))
+        if procs:
+            problems.append(f"processes left: {procs}")
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(0.1)
+
+
+def _procs_mentioning(text: str) -> list[str]:
+    out = []
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == me:
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmd:
+            out.append(f"{d}: {cmd[:120]}")
+    return out
+
+
+@contextlib.contextmanager
+def daemon_host(prefix: str = "nsnt", resolv_conf: str | None = None) -> Iterator[Daemon]:
+    """A test host with a running daemon; everything is removed and leak-checked after."""
+    before = LeakSnapshot.take()
+    root = Path(tempfile.mkdtemp(prefix="nsnet-test-"))
+    host = TestHost.create(prefix)
+    resolv = root / "resolv.conf"
+    resolv.write_text(resolv_conf if resolv_conf is not None else
+                      "nameserver 192.0.2.53\nsearch example.test\n")
+    d = Daemon(host=host, root=root, resolv_conf=resolv)
+    failed = True
+    try:
+        d.start()
+        yield d
+        failed = False
+    finally:
+        log_text = d.log_tail(80)
+        try:
+            if d.proc is not None:
+                with contextlib.suppress(Exception):
+                    d.remove_everything()
+                d.stop()
+        finally:
+            _force_cleanup(d)
+            host.destroy()
+            problems = check_leaks(before, root, [host])
+            shutil.rmtree(root, ignore_errors=True)
+        if problems and not failed:
+            raise AssertionError("leak check failed:\n" + "\n".join(problems) +
+                                 "\n--- daemon log ---\n" + log_text)
+
+
+def _force_cleanup(d: Daemon) -> None:
+    """Backstop for a failed test: what the API could not remove still must not leak."""
+    runc_root = d.exec_root / "runc"
+    if runc_root.exists():
+        p = sh("runc", "--root", str(runc_root), "list", "-q", check=False)
+        for cid in p.stdout.split():
+            sh("runc", "--root", str(runc_root), "delete", "-f", cid, check=False)
+    for m in sorted(mounts_under(str(d.root)), key=len, reverse=True):
+        sh("umount", "-l", m, check=False)
