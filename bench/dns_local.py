@@ -71,6 +71,8 @@ async def run(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     if args.qps:
         cmd += ["-Q", str(args.qps)]
+    if args.edns:
+        cmd.append("-e")
     print("running:", " ".join(cmd), flush=True)
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -90,7 +92,7 @@ async def run(args: argparse.Namespace) -> int:
     if not qps:
         print(text)
         return 1
-    print(f"loop={args.loop} containers={args.containers} names={len(names)}")
+    print(f"loop={args.loop} containers={args.containers} names={len(names)} edns={args.edns}")
     print(f"q/s: {float(qps.group(1)):.0f}")
     if sent:
         print(f"sent: {sent.group(1)}")
@@ -111,6 +113,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=1)
     p.add_argument("--outstanding", type=int, default=200)
     p.add_argument("--qps", type=int, default=0, help="dnsperf -Q (0: as fast as it can)")
+    p.add_argument("--edns", action="store_true", help="send EDNS(0) queries (dnsperf -e)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()

@@ -144,7 +144,11 @@ class Env:
         self.records = Records()
         self.host: list[str] = []
         self.server = DNSServer(
-            self.records, lambda: list(self.host), upstream_timeout=0.3, tcp_idle_timeout=2
+            self.records,
+            lambda: list(self.host),
+            upstream_timeout=0.3,
+            tcp_idle_timeout=2,
+            host_upstreams_ttl=0,
         )
         self.upstreams: list[FakeUpstream] = []
 
@@ -215,6 +219,19 @@ def test_failover_from_a_dead_upstream(env: Env) -> None:
     assert len(dead.received) == 1 and len(live.received) == 1
     assert 0.25 < took < 2.0  # one timeout (0.3 s) spent on the dead one
     assert env.server.metrics()["upstream_timeout"] == 1
+
+
+def test_failover_from_a_closed_port_is_immediate(env: Env) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    live = env.upstream()
+    env.host[:] = [closed, live.spec]
+    port = env.add("sb")
+    start = time.monotonic()
+    assert addresses(ask(port)) == ["192.0.2.1"]
+    assert time.monotonic() - start < 0.25  # ICMP port unreachable, not the 0.3 s timeout
+    assert env.server.metrics()["upstream_error"] == 1
 
 
 def test_failover_on_servfail_and_refused(env: Env) -> None:
@@ -296,7 +313,11 @@ def test_concurrent_forward_cap_refuses(env: Env) -> None:
     slow = env.upstream("silent")
     env.host[:] = [slow.spec]
     env.server = DNSServer(
-        env.records, lambda: list(env.host), upstream_timeout=1.0, max_concurrent_forwards=2
+        env.records,
+        lambda: list(env.host),
+        upstream_timeout=1.0,
+        max_concurrent_forwards=2,
+        host_upstreams_ttl=0,
     )
     port = env.add("sb")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -10,12 +10,12 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn, cast
 
 import click
 
-from nsnet.client import APIError, Client, ClientError
 from nsnet.cli.format import FormatError
+from nsnet.client import APIError, Client, ClientError
 
 USAGE_EXIT = 125  # docker exits 125 on flag errors, whatever the command
 
@@ -231,6 +231,13 @@ def parse_filters(values: Iterable[str]) -> dict[str, list[str]]:
         if value not in bucket:
             bucket.append(value)
     return out
+
+
+def binary_stream(name: str) -> IO[bytes]:
+    """The byte stream under sys.stdout/stderr/stdin (click 8.5 deprecates its helper)."""
+    stream = getattr(sys, name)
+    buffer = getattr(stream, "buffer", None)
+    return cast("IO[bytes]", buffer if buffer is not None else stream)
 
 
 def emit(text: str) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 TAB_MINWIDTH = 10
@@ -71,7 +72,7 @@ def human_duration(seconds: float) -> str:
 def since(timestamp: float, now: float | None = None) -> str:
     """`docker ps` CREATED column: "5 minutes ago"."""
     if now is None:
-        now = datetime.now(timezone.utc).timestamp()
+        now = time.time()
     return f"{human_duration(max(0.0, now - timestamp))} ago"
 
 

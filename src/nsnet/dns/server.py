@@ -192,31 +192,17 @@ class _TCPReply:
             self.writer.write(_LEN.pack(len(msg)) + msg)
 
 
-class _UpstreamUDP(asyncio.DatagramProtocol):
-    """One forwarded query's socket: accepts only the reply to that query."""
+def _is_reply_to(msg: bytes, query: bytes, question: bytes) -> bool:
+    """Accepts only the reply to this query.
 
-    def __init__(self, fut: asyncio.Future[bytes], query: bytes, question: bytes) -> None:
-        self._fut = fut
-        self._id = query[:2]
-        self._question = question.lower()
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._fut.done() or len(data) < 12 or data[:2] != self._id or not data[2] & 0x80:
-            return
-        q = self._question
-        # Checking the echoed question as well as the id shuts out spoofed replies that guessed
-        # the (client-chosen, so not secret) id; the socket's random port does the rest.
-        if data[5] == 1 and q and data[12 : 12 + len(q)].lower() != q:
-            return
-        self._fut.set_result(data)
-
-    def error_received(self, exc: Exception) -> None:
-        if not self._fut.done():
-            self._fut.set_exception(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._fut.done():
-            self._fut.set_exception(exc or ConnectionError("upstream socket closed"))
+    Checking the echoed question as well as the id shuts out spoofed replies that guessed the
+    (client-chosen, so not secret) id; the socket's random source port does the rest.
+    """
+    if len(msg) < 12 or msg[:2] != query[:2] or not msg[2] & 0x80:
+        return False
+    if msg[4:6] == b"\x00\x01" and question:
+        return msg[12 : 12 + len(question)].lower() == question.lower()
+    return True
 
 
 class DNSServer:
@@ -231,9 +217,13 @@ class DNSServer:
         *,
         tcp_idle_timeout: float = 10.0,
         max_concurrent_forwards: int = MAX_CONCURRENT_FORWARDS,
+        host_upstreams_ttl: float = 1.0,
     ) -> None:
         self._records = records
         self._host_upstreams = host_upstreams
+        # The caller typically reads resolv.conf in host_upstreams; once a second is plenty.
+        self._host_ttl = host_upstreams_ttl
+        self._host_cache: tuple[float, tuple[str, ...]] = (float("-inf"), ())
         self._loop = loop
         self._timeout = upstream_timeout
         self._tcp_idle = tcp_idle_timeout
@@ -275,6 +265,8 @@ class DNSServer:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         sb = _Sandbox(sandbox_id, udp, tcp, dns_servers, forward)
+        # Reserve the id before the first await so a concurrent add of the same id conflicts.
+        self._sandboxes[sandbox_id] = sb
         try:
             udp.setblocking(False)
             tcp.setblocking(False)
@@ -287,13 +279,23 @@ class DNSServer:
             sb.udp_protocol = protocol
 
             async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                await self._serve_tcp(sb, reader, writer)
+                try:
+                    await self._serve_tcp(sb, reader, writer)
+                except asyncio.CancelledError:
+                    # Python 3.11's StreamReaderProtocol calls task.exception() on the finished
+                    # handler and logs the CancelledError as an error; the connection is already
+                    # closed by _serve_tcp, so end quietly.
+                    return
 
             sb.tcp_server = await asyncio.start_server(on_client, sock=tcp)
         except BaseException:
+            if self._sandboxes.get(sandbox_id) is sb:
+                del self._sandboxes[sandbox_id]
             await self._teardown(sb)
             raise
-        self._sandboxes[sandbox_id] = sb
+        if sb.closed:
+            # remove_sandbox ran while we were setting up: finish its job on what we made.
+            await self._teardown(sb)
 
     def update_sandbox(
         self,
@@ -389,7 +391,7 @@ class DNSServer:
         # forward=False (internal networks) never leaves: even a container's own --dns servers
         # would be reached from the daemon's namespace, a way out of the isolation.
         if sb.forward and not sb.closed:
-            specs = sb.dns_servers or tuple(self._host_upstreams())
+            specs = sb.dns_servers or self._host_specs()
             upstreams = _upstream_list(specs)
         if not upstreams:
             self._send(reply, wire.build_servfail(qid, flags, question, edns))
@@ -403,6 +405,17 @@ class DNSServer:
         task = loop.create_task(self._forward(sb, data, q, tcp, upstreams, reply))
         sb.tasks.add(task)
         task.add_done_callback(sb.tasks.discard)
+
+    def _host_specs(self) -> tuple[str, ...]:
+        now = time.monotonic()
+        stamp, specs = self._host_cache
+        if now - stamp >= self._host_ttl or not specs:
+            try:
+                specs = tuple(self._host_upstreams())
+            except Exception:  # keep the last good list; a bad read must not fail queries
+                log.warning("resolver: reading the host's upstream servers failed", exc_info=True)
+            self._host_cache = (now, specs)
+        return specs
 
     def _send(self, reply: Reply, msg: bytes) -> None:
         self._rcodes[msg[3] & 0xF] += 1
@@ -469,24 +482,22 @@ class DNSServer:
         return None
 
     async def _exchange_udp(self, host: str, port: int, data: bytes, question: bytes) -> bytes:
+        # A plain non-blocking socket rather than a datagram transport: nothing can leak if the
+        # task is cancelled half-way (remove_sandbox), and it costs less per query.
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             sock.connect((host, port))  # a connected UDP socket drops other sources
-        except OSError:
-            sock.close()
-            raise
-        fut: asyncio.Future[bytes] = loop.create_future()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UpstreamUDP(fut, data, question), sock=sock
-        )
-        try:
-            transport.sendto(data)
-            return await asyncio.wait_for(fut, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await loop.sock_sendall(sock, data)
+                while True:
+                    msg = await loop.sock_recv(sock, 65535)
+                    if _is_reply_to(msg, data, question):
+                        return msg
         finally:
-            transport.close()
+            sock.close()
 
     async def _exchange_tcp(self, host: str, port: int, data: bytes) -> bytes:
         loop = asyncio.get_running_loop()
@@ -502,7 +513,7 @@ class DNSServer:
                 while True:
                     (length,) = _LEN.unpack(await reader.readexactly(2))
                     msg = await reader.readexactly(length)
-                    if len(msg) >= 12 and msg[:2] == data[:2] and msg[2] & 0x80:
+                    if _is_reply_to(msg, data, b""):
                         return msg
         finally:
             if writer is not None:

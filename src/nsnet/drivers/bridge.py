@@ -46,6 +46,7 @@ class BridgeDriver:
     def __init__(self, host: HostKernel) -> None:
         self.host = host
         self._forwarding_on = False
+        self._reaping: set[str] = set()
 
     def validate(self, net: Network) -> None:
         name = bridge_name(net)
@@ -83,12 +84,17 @@ class BridgeDriver:
 
     def create_network(self, net: Network) -> None:
         name = bridge_name(net)
-        existed = self.host.links.exists(name)
+        if name in self._reaping:
+            # A network of this bridge name was just removed: let its delete finish first.
+            self.host.reaper.flush()
+            self._reaping.discard(name)
+        idx, created = self.host.links.ensure_bridge(name, mtu_of(net), TAG + net.id)
         net.driver_state["bridge"] = name
-        if not existed:
+        if created:
             net.driver_state["owns_bridge"] = "1"
+        elif "owns_bridge" not in net.driver_state:
+            net.driver_state["owns_bridge"] = "0"  # the user's bridge: never delete it
         try:
-            idx = self.host.links.ensure_bridge(name, mtu_of(net), TAG + net.id)
             for p in net.pools:
                 if p.gateway:
                     plen = ipaddress.ip_network(p.subnet).prefixlen
@@ -96,12 +102,11 @@ class BridgeDriver:
             if any(ipaddress.ip_network(p.subnet).version == 6 for p in net.pools):
                 sysctl_set("net.ipv6.conf.all.forwarding", "1")
             self._enable_forwarding()
-            self.host.firewall.ensure_base()
             self.host.firewall.apply_network(self.firewall_of(net))
         except BaseException:
             self.host.firewall.remove_network(net.short_id, name,
                                               tuple(p.subnet for p in net.pools))
-            if not existed:
+            if created:
                 self.host.links.delete(name)
             raise
 
@@ -109,7 +114,10 @@ class BridgeDriver:
         name = bridge_name(net)
         self.host.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
         if net.driver_state.get("owns_bridge", "1") == "1":
-            self.host.links.delete(name)
+            # A bridge delete waits ~40 ms for RCU: it runs off the request path. Nothing is
+            # attached to it any more and its firewall chains are gone already.
+            self.host.reaper.delete_later(name)
+            self._reaping.add(name)
 
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         assert sb.ns_path is not None

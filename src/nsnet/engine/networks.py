@@ -78,7 +78,7 @@ class NetworksMixin(EngineBase):
         """On-link host routes and nameservers: Docker never picks a pool overlapping them."""
         out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         try:
-            out.extend(self.host.links.routes_v4())
+            out.extend(self.host.routes.networks())
         except Exception:  # noqa: BLE001
             log.exception("reading host routes")
         try:

@@ -121,12 +121,22 @@ class Firewall:
 
     def __init__(self) -> None:
         self._nft = Nft()
+        self._base_done = False
 
     def ensure_base(self) -> None:
         self._nft.run(base_plan())
+        self._base_done = True
 
     def apply_network(self, n: NetworkFirewall) -> None:
-        self._nft.run(network_plan(n))
+        # The base table is its own transaction: nft 1.0.6 cannot add an interval element to
+        # a map made earlier in the same batch. It is made once, and again if someone removed it.
+        if not self._base_done:
+            self.ensure_base()
+        try:
+            self._nft.run(network_plan(n))
+        except NftError:
+            self.ensure_base()
+            self._nft.run(network_plan(n))
 
     def remove_network(self, short_id: str, bridge: str, subnets: tuple[str, ...]) -> None:
         cmds = network_remove_plan(short_id, bridge, subnets)

@@ -12,6 +12,7 @@ from pyroute2 import IPRoute
 from nsnet.kernel.firewall import Firewall
 from nsnet.kernel.links import LinkReaper, Links
 from nsnet.kernel.netns import NamespaceThread
+from nsnet.kernel.routes import RouteWatcher
 
 
 class HostKernel:
@@ -20,10 +21,12 @@ class HostKernel:
         self.ns = NamespaceThread()
         self.firewall = Firewall()
         self.reaper = LinkReaper()
+        self.routes = RouteWatcher()
         self.netns_dir = exec_root / "netns"
         self.netns_dir.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
+        self.routes.close()
         self.reaper.close()
         self.firewall.close()
         self.ns.close()

@@ -88,23 +88,36 @@ class Links:
             "mac": msg.get_attr("IFLA_ADDRESS"),
         }
 
-    def ensure_bridge(self, name: str, mtu: int | None, alias: str) -> int:
-        """Create the bridge if missing (reconcile calls this on every start) and bring it up."""
-        idx = self.index(name)
+    def ensure_bridge(self, name: str, mtu: int | None, alias: str,
+                      known_index: int | None = None) -> tuple[int, bool]:
+        """Create the bridge if missing (reconcile calls this on every start), up, tagged.
+
+        Returns (index, created). ``known_index`` saves a lookup when the caller has one.
+        """
+        idx = known_index
+        created = False
         with self._lock:
             try:
                 if idx is None:
-                    kw: dict[str, object] = {"ifname": name, "kind": "bridge"}
+                    kw: dict[str, object] = {"ifname": name, "kind": "bridge", "state": "up"}
                     if mtu:
                         kw["mtu"] = mtu
-                    self.ipr.link("add", **kw)
+                    try:
+                        # Try the add first: a failed lookup costs as much as the add itself.
+                        self.ipr.link("add", **kw)
+                        created = True
+                    except NetlinkError as e:
+                        if e.code != errno.EEXIST:
+                            raise
                     idx = int(self.ipr.link("get", ifname=name)[0]["index"])
-                elif mtu:
-                    self.ipr.link("set", index=idx, mtu=mtu)
-                self.ipr.link("set", index=idx, state="up", ifalias=alias)
+                extra: dict[str, object] = {"mtu": mtu} if mtu and not created else {}
+                if not created:
+                    self.ipr.link("set", index=idx, state="up", ifalias=alias, **extra)
+                else:
+                    self.ipr.link("set", index=idx, ifalias=alias)
             except NetlinkError as e:
                 raise _kernel_error(e, f"bridge {name}") from e
-        return idx
+        return idx, created
 
     def delete(self, name: str) -> None:
         """Idempotent delete by name."""
@@ -243,6 +256,10 @@ class LinkReaper:
 
     def delete_later(self, name: str) -> None:
         self._pool.submit(self._links.delete, name)
+
+    def flush(self) -> None:
+        """Wait for every queued delete (before re-creating a link of the same name)."""
+        self._pool.submit(lambda: None).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -451,8 +451,9 @@ def extract_rootfs(tar_path: Path, dest: Path) -> int:
                     source = resolve_in_root(dest, link_rel, follow_final=False)
                     try:
                         os.link(source, target, follow_symlinks=False)
-                    except FileNotFoundError:
-                        log.warning("import %s: skipping hard link %r -> %r: no such member",
+                    except (FileNotFoundError, PermissionError, IsADirectoryError):
+                        # Missing, or a directory (the kernel refuses those with EPERM).
+                        log.warning("import %s: skipping hard link %r -> %r: no such file",
                                     tar_path, member.name, member.linkname)  # fmt: skip
                     continue
                 else:

@@ -146,13 +146,14 @@ _PR_SET_CHILD_SUBREAPER = 36
 _MNT_DETACH = 2
 
 
-def become_subreaper() -> None:
+def become_subreaper(enable: bool = True) -> None:
     """Make orphaned descendants (container inits after ``runc run -d``) our children.
 
     Without it they go to the host's init and their exit status is lost to us. Call once at
-    daemon start, before the first container starts.
+    daemon start, before the first container starts. ``enable=False`` undoes it (tests that
+    share a process with others).
     """
-    if _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if _libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(e)}")
 
@@ -638,8 +639,12 @@ class Runc:
             os.write(memfd, json.dumps(spec).encode())
             process_arg = f"/proc/self/fd/{memfd}"
             if not detach:
+                # --log /dev/null: runc then prints only its final error, as plain text, on
+                # stderr (without --log it prints logrus lines with timestamps instead).
                 return await asyncio.create_subprocess_exec(
                     *self._base_args(),
+                    "--log",
+                    "/dev/null",
                     "exec",
                     "--process",
                     process_arg,
