@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from nsnet.client.api import Client  # noqa: E402
-from nsnet.testing.hosts import daemon_host  # noqa: E402
+from nsnet.client.api import Client
+from nsnet.testing.hosts import daemon_host
 
 N = 20
 TARGETS_MS = {"network create": 5, "network rm": 5, "connect": 8, "disconnect": 5, "run": 100}
@@ -35,7 +35,7 @@ def timed(fn: Callable[[], object]) -> float:
 
 def pct(values: list[float], p: float) -> float:
     v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+    return v[min(len(v) - 1, round(p / 100 * (len(v) - 1)))]
 
 
 def run_body(net: str) -> dict[str, object]:

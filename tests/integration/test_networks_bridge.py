@@ -81,7 +81,7 @@ def test_custom_bridge_name_mtu_and_ipam(daemon: Daemon) -> None:
     static = run(c, network="lab", name="static", ip="10.30.0.10")
     assert ip_of(c, dyn, "lab") == "10.30.0.128"  # lowest free in the ip-range
     assert ip_of(c, static, "lab") == "10.30.0.10"
-    eth0 = [x for x in links_in(sandbox(c, dyn)) if x["ifname"] == "eth0"][0]
+    eth0 = next(x for x in links_in(sandbox(c, dyn)) if x["ifname"] == "eth0")
     assert eth0["mtu"] == 1400
     assert any(a["local"] == "10.30.0.128" and a["prefixlen"] == 24 for a in eth0["addr_info"])
     routes = in_sandbox(c, dyn, "ip", "-j", "route").stdout

@@ -145,6 +145,33 @@ class BridgeDriver:
             self.host.links.delete(ep.host_ifname)
             raise
 
+    def restore(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
+        """Reconcile one live endpoint: back on its (maybe re-made) bridge, or re-made."""
+        master = self.host.links.index(bridge_name(net))
+        if master is None:
+            self.create_network(net)
+            master = self.host.links.index(bridge_name(net))
+        assert master is not None
+        if ep.host_ifname and self.host.links.enslave(ep.host_ifname, master):
+            if not _bool_opt(net, OPT_ICC, True):
+                idx = self.host.links.index(ep.host_ifname)
+                if idx is not None:
+                    self.host.links.set_isolated(idx, True)
+            return
+        if sb.ns_path is None:
+            return
+        # The pair is gone (someone deleted it): make it again with the same identity.
+        with self.host.sandbox_links(sb.ns_path) as links:
+            if links.exists(ep.ifname):
+                links.delete(ep.ifname)
+        self.join(net, ep, sb)
+        if ep.default_route:
+            with self.host.sandbox_links(sb.ns_path) as links:
+                if ep.gateway:
+                    links.set_default_route(ep.ifname, ep.gateway, 4)
+                if ep.ipv6_gateway:
+                    links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
+
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         if ep.host_ifname:
             # Down at once (no more traffic); the ~15 ms delete happens off the request path.

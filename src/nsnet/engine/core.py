@@ -6,6 +6,7 @@ import asyncio
 import os
 from typing import Any
 
+from nsnet.drivers.base import Sandbox
 from nsnet.drivers.bridge import BridgeDriver
 from nsnet.drivers.null import HostDriver, NullDriver
 from nsnet.engine.base import ContainerWaiters, EngineConfig, log
@@ -85,6 +86,15 @@ class Engine(NetworksMixin, ContainersMixin):
                 c.network_mode == "host" or os.path.exists(self.ns_path(c)))
             if alive:
                 self.exit_tasks[c.id] = asyncio.create_task(self._watch(c.id, c.state.pid))
+                for a in c.attachments:
+                    anet = self.networks.get(a.network_id)
+                    restore = getattr(self.drivers.get(anet.driver) if anet else None,
+                                      "restore", None)
+                    if a.endpoint is not None and anet is not None and restore is not None:
+                        try:
+                            restore(anet, a.endpoint, Sandbox(c.id, c.sandbox_key or None))
+                        except Exception:  # noqa: BLE001
+                            log.exception("restoring %s on %s", c.short_id, anet.name)
                 if c.sandbox_key and self.on_user_network(c):
                     self.resolver.sandbox_up(c, c.sandbox_key)
                 for a in c.attachments:

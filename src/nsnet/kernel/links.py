@@ -159,6 +159,18 @@ class Links:
                 raise _kernel_error(e, f"veth {host_name}") from e
         return idx
 
+    def enslave(self, name: str, master: int) -> bool:
+        """Put an existing link back on its bridge; False when the link is gone."""
+        with self._lock:
+            try:
+                idx = int(self.ipr.link("get", ifname=name)[0]["index"])
+                self.ipr.link("set", index=idx, master=master, state="up")
+            except NetlinkError as e:
+                if e.code in (errno.ENODEV, errno.ENOENT):
+                    return False
+                raise _kernel_error(e, f"enslave {name}") from e
+        return True
+
     def set_isolated(self, index: int, isolated: bool) -> None:
         """Bridge port isolation: the kernel's own no-ICC, without br_netfilter."""
         with self._lock:
