@@ -8,6 +8,7 @@ import contextlib
 import grp
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from nsnet.api.routes import build
+from nsnet.api.server import HalfCloseServer
 from nsnet.engine.base import EngineConfig
 from nsnet.engine.core import Engine
 from nsnet.errors import NsnetError
@@ -68,9 +70,8 @@ async def serve(args: argparse.Namespace) -> int:
         return 1
     log.info("reconciled: %s", {k: v for k, v in report.items() if v})
     api = build(engine, metrics)
-    app = web.Application(client_max_size=1 << 34)
-    app.router.add_route("*", "/{tail:.*}", api.dispatch)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    server = HalfCloseServer(api.dispatch, access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
     sock = socket_path(args)
     sock.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)
         sys.exit(1)
     become_subreaper()
+    # One resolver socket pair per sandbox plus a socket per forwarded query: 1,024 is too few.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 1 << 20)), hard))
     try:
         import uvloop
 

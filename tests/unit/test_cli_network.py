@@ -107,7 +107,8 @@ def test_create_go_style_bool_flags(fake: FakeDaemon) -> None:
          "no matching subnet for aux-address 10.9.0.1"),
         (["--subnet", "10.0.0.0/16", "--subnet", "10.0.1.0/24"],
          "multiple overlapping subnet configuration is not supported"),
-        (["--subnet", "10.0.0.0"], "invalid subnet: invalid CIDR address: 10.0.0.0"),
+        (["--subnet", "10.0.0.0", "--gateway", "10.0.0.1"],
+         "invalid subnet: invalid CIDR address: 10.0.0.0"),
         (["--subnet", "10.0.0.0/24", "--subnet", "10.1.0.0/24", "--gateway", "10.0.0.1",
           "--gateway", "10.0.0.2"],
          "cannot configure multiple gateways (10.0.0.2, 10.0.0.1) for the same subnet "

@@ -24,7 +24,7 @@ log = logging.getLogger("nsnet.api")
 API_VERSION = "1.45"
 MIN_API_VERSION = "1.24"
 
-Handler = Callable[[web.Request, dict[str, str]], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest, dict[str, str]], Awaitable[web.StreamResponse]]
 
 
 def _vtuple(v: str) -> tuple[int, ...]:
@@ -73,7 +73,7 @@ class Api:
             return h
         return deco
 
-    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path
         path = raw
         m = re.match(r"^/v(\d+\.\d+)(/.*)$", raw)

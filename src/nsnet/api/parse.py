@@ -11,14 +11,14 @@ from nsnet.errors import Invalid
 from nsnet.model import EndpointRequest
 
 
-def qbool(request: web.Request, key: str, default: bool = False) -> bool:
+def qbool(request: web.BaseRequest, key: str, default: bool = False) -> bool:
     """moby's httputils.BoolValue: false iff "", 0, no, false, none (trimmed, any case)."""
     if key not in request.query:
         return default
     return request.query[key].strip().lower() not in ("", "0", "no", "false", "none")
 
 
-def filters(request: web.Request) -> dict[str, list[str]]:
+def filters(request: web.BaseRequest) -> dict[str, list[str]]:
     """Both encodings: the CLI's {"k": {"v": true}} and docker-py's {"k": ["v"]}."""
     raw = request.query.get("filters", "")
     if not raw:
@@ -42,7 +42,7 @@ def filters(request: web.Request) -> dict[str, list[str]]:
     return out
 
 
-async def json_body(request: web.Request, required: bool = True) -> dict[str, Any]:
+async def json_body(request: web.BaseRequest, required: bool = True) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         if required:

@@ -85,7 +85,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return resp
 
     @r("GET", "/_ping")
-    async def ping(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def ping(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         body = b"" if req.method == "HEAD" else b"OK"
         resp = web.Response(body=body, headers={"Content-Type": "text/plain; charset=utf-8"})
         return ping_headers(resp)
@@ -98,19 +98,22 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             "KernelVersion": platform.release(), "BuildTime": "2026-11-27T00:00:00.000000000+00:00",
             "Experimental": False,
         }
+        # Component details are map[string]string in the Go client: no booleans there.
+        str_details = {k: str(v).lower() if isinstance(v, bool) else str(v)
+                       for k, v in details.items()}
         return {
             "Platform": {"Name": "nsnet"},
-            "Components": [{"Name": "Engine", "Version": __version__, "Details": details}],
+            "Components": [{"Name": "Engine", "Version": __version__, "Details": str_details}],
             "Version": __version__,
             **details,
         }
 
     @r("GET", "/version")
-    async def version(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def version(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return json_response(version_info())
 
     @r("GET", "/info")
-    async def info(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def info(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         cs = list(engine.containers.values())
         running = sum(1 for c in cs if c.state.status == "running")
         mem = 0
@@ -140,27 +143,27 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         })
 
     @r("POST", "/swarm/{action:.*}")
-    async def swarm(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def swarm(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return error_response(503, "This node is not part of a swarm")
 
     @r("GET", "/swarm")
-    async def swarm_get(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def swarm_get(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return error_response(503, "This node is not part of a swarm")
 
     @r("GET", "/volumes/{name}")
-    async def volume(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def volume(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return error_response(404, f"get {p['name']}: no such volume")
 
     @r("GET", "/plugins/{name:.+}/json")
-    async def plugin(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def plugin(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return error_response(404, f"plugin \"{p['name']}\" not found")
 
     @r("POST", "/nsnet/reconcile")
-    async def reconcile(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def reconcile(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return json_response(await engine.reconcile())
 
     @r("GET", "/metrics")
-    async def metrics_route(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def metrics_route(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         text = metrics() if callable(metrics) else ""
         return web.Response(body=text.encode(),
                             headers={"Content-Type": "text/plain; version=0.0.4"})
@@ -172,7 +175,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
                 if (a := c.attachment(net_id)) is not None and a.endpoint is not None]
 
     @r("GET", "/networks")
-    async def networks_list(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def networks_list(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         f = filters(req)
         out = []
         for n in sorted(engine.networks.values(), key=lambda n: n.name):
@@ -181,7 +184,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return json_response(out)
 
     @r("GET", "/networks/{id}")
-    async def network_inspect(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def network_inspect(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         v = req.query.get("verbose", "false").lower()
         if v not in ("1", "0", "t", "f", "true", "false"):
             raise Invalid(f"invalid value for verbose: {v}")
@@ -189,7 +192,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return json_response(render.network_json(n, users(n.id)))
 
     @r("POST", "/networks/create")
-    async def network_create(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def network_create(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         b = await json_body(req)
         name = b.get("Name")
         if not isinstance(name, str):
@@ -228,12 +231,12 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return json_response({"Id": net.id, "Warning": ""}, status=201)
 
     @r("DELETE", "/networks/{id}")
-    async def network_rm(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def network_rm(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         engine.remove_network(p["id"])
         return web.Response(status=204)
 
     @r("POST", "/networks/{id}/connect")
-    async def network_connect(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def network_connect(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         b = await json_body(req)
         ctr = b.get("Container")
         if not isinstance(ctr, str) or not ctr:
@@ -243,7 +246,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return web.Response(status=200)
 
     @r("POST", "/networks/{id}/disconnect")
-    async def network_disconnect(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def network_disconnect(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         b = await json_body(req)
         ctr = b.get("Container")
         if not isinstance(ctr, str) or not ctr:
@@ -252,21 +255,21 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return web.Response(status=200)
 
     @r("POST", "/networks/prune")
-    async def network_prune(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def network_prune(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return json_response({"NetworksDeleted": engine.prune_networks(filters(req))})
 
     # -- images -----------------------------------------------------------------------------
 
     @r("GET", "/images/json")
-    async def images_list(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def images_list(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return json_response([render.image_summary(i) for i in engine.images.list()])
 
     @r("GET", "/images/{name:.+}/json")
-    async def image_inspect(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def image_inspect(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         return json_response(render.image_json(engine.images.resolve(p["name"])))
 
     @r("POST", "/images/create")
-    async def image_create(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def image_create(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         if req.query.get("fromImage"):
             name = req.query["fromImage"]
             tag = req.query.get("tag")
@@ -298,7 +301,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
                             headers={"Content-Type": "application/json"})
 
     @r("DELETE", "/images/{name:.+}")
-    async def image_rm(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def image_rm(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         img = engine.images.resolve(p["name"])
         in_use = any(c.image_id == img.id for c in engine.containers.values())
         return json_response(engine.images.remove(p["name"], qbool(req, "force"), in_use))
@@ -306,7 +309,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
     # -- containers -------------------------------------------------------------------------
 
     @r("POST", "/containers/create")
-    async def container_create(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_create(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         b = await json_body(req)
         image = b.get("Image")
         if not isinstance(image, str) or not image:
@@ -347,7 +350,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return json_response({"Id": c.id, "Warnings": []}, status=201)
 
     @r("GET", "/containers/json")
-    async def containers_list(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def containers_list(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         show_all = qbool(req, "all")
         f = filters(req)
         out = []
@@ -401,23 +404,23 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return True
 
     @r("GET", "/containers/{id}/json")
-    async def container_inspect(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_inspect(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         c = engine.find_container(p["id"])
         return json_response(render.container_json(c, engine.networks, None))
 
     @r("POST", "/containers/{id}/start")
-    async def container_start(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_start(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         await engine.start_container(p["id"])
         return web.Response(status=204)
 
     @r("POST", "/containers/{id}/stop")
-    async def container_stop(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_stop(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         t = require_int(req.query.get("t") or req.query.get("timeout"), "timeout")
         await engine.stop_container(p["id"], t, req.query.get("signal"))
         return web.Response(status=204)
 
     @r("POST", "/containers/{id}/restart")
-    async def container_restart(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_restart(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         t = require_int(req.query.get("t"), "timeout")
         c = engine.find_container(p["id"])
         if c.state.status == "running":
@@ -426,12 +429,12 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return web.Response(status=204)
 
     @r("POST", "/containers/{id}/kill")
-    async def container_kill(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_kill(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         await engine.kill_container(p["id"], req.query.get("signal"))
         return web.Response(status=204)
 
     @r("POST", "/containers/{id}/wait")
-    async def container_wait(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_wait(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         c = engine.find_container(p["id"])
         cond = req.query.get("condition", "not-running")
         if cond not in ("", "not-running", "next-exit", "removed"):
@@ -450,7 +453,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return resp
 
     @r("DELETE", "/containers/{id}")
-    async def container_rm(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_rm(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         await engine.remove_container(p["id"], qbool(req, "force"))
         return web.Response(status=204)
 
@@ -507,7 +510,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             await asyncio.sleep(0.02)
 
     @r("GET", "/containers/{id}/logs")
-    async def container_logs(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_logs(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         c = engine.find_container(p["id"])
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
         if not so and not se:
@@ -522,7 +525,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         await resp.write_eof()
         return resp
 
-    async def hijack(req: web.Request) -> web.StreamResponse:
+    async def hijack(req: web.BaseRequest) -> web.StreamResponse:
         upgrade = "upgrade" in req.headers.get("Connection", "").lower()
         if upgrade:
             resp = web.StreamResponse(status=101, reason="UPGRADED", headers={
@@ -539,7 +542,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return resp
 
     @r("POST", "/containers/{id}/attach")
-    async def container_attach(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def container_attach(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         c = engine.find_container(p["id"])
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
         resp = await hijack(req)
@@ -548,17 +551,23 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         if qbool(req, "stream"):
             # Follow from where the logs end now: a foreground run attaches before it starts.
             offsets = log_sizes(c)
-            while engine.containers.get(c.id) is not None and \
-                    engine.containers[c.id].state.status == "created":
-                await asyncio.sleep(0.01)
-            await stream_logs(resp, c, so, se, True, None, offsets)
+            engine.readers[c.id] = engine.readers.get(c.id, 0) + 1
+            try:
+                while engine.containers.get(c.id) is not None and \
+                        engine.containers[c.id].state.status == "created":
+                    await asyncio.sleep(0.01)
+                await stream_logs(resp, c, so, se, True, None, offsets)
+            finally:
+                engine.readers[c.id] -= 1
+                if engine.readers[c.id] <= 0:
+                    engine.readers.pop(c.id, None)
         await resp.write_eof()
         return resp
 
     # -- exec -------------------------------------------------------------------------------
 
     @r("POST", "/containers/{id}/exec")
-    async def exec_create(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def exec_create(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         c = engine.find_container(p["id"])
         b = await json_body(req)
         cmd = as_str_list(b.get("Cmd"), "Cmd")
@@ -576,7 +585,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return json_response({"Id": e.id}, status=201)
 
     @r("POST", "/exec/{id}/start")
-    async def exec_start(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def exec_start(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         e = execs.get(p["id"])
         if e is None:
             raise NotFound(f"No such exec instance: {p['id']}")
@@ -623,7 +632,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         return resp
 
     @r("GET", "/exec/{id}/json")
-    async def exec_inspect(req: web.Request, p: dict[str, str]) -> web.StreamResponse:
+    async def exec_inspect(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         e = execs.get(p["id"])
         if e is None:
             raise NotFound(f"No such exec instance: {p['id']}")

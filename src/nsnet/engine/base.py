@@ -79,6 +79,8 @@ class EngineBase:
     waiters: dict[str, ContainerWaiters]
     locks: dict[str, asyncio.Lock]
     exit_tasks: dict[str, asyncio.Task[None]]
+    # Attached output readers per container: auto-remove waits for them to drain.
+    readers: dict[str, int]
 
     # -- persistence ------------------------------------------------------------------------
 

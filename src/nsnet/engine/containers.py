@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from dataclasses import dataclass, field
 
 from nsnet.engine.base import NAME_RE, ContainerWaiters, EngineBase, log
@@ -194,6 +193,11 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             w.exited(code)
         log.info("container %s exited with %d", c.short_id, code)
         if c.auto_remove:
+            # Let attached clients (docker run --rm) read the last output before it goes.
+            deadline = asyncio.get_running_loop().time() + 5
+            while self.readers.get(cid, 0) > 0 and \
+                    asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
             await self.remove_container(cid, force=True)
 
     # -- stop / kill / wait -----------------------------------------------------------------
@@ -318,6 +322,3 @@ def _random_name(engine: EngineBase) -> str:
             return n
 
 
-def uptime_text(started_at: str) -> str:
-    """Unused helper kept for API status strings (see api.render)."""
-    return started_at or str(time.time())

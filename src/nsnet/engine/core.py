@@ -43,6 +43,7 @@ class Engine(NetworksMixin, ContainersMixin):
         self.waiters = {}
         self.locks = {}
         self.exit_tasks = {}
+        self.readers = {}
 
     def register_driver(self, name: str, driver: Any) -> None:
         self.drivers[name] = driver
