@@ -84,8 +84,9 @@ def container_flow(
 ) -> None:
     started = threading.Event()
     fake.on("POST", "/containers/create", send_json(201, {"Id": CID, "Warnings": []}))
-    fake.on("POST", f"/containers/{CID}/attach", send_stream(frames, after=started,
-                                                            upgrade=upgrade))
+    fake.on(
+        "POST", f"/containers/{CID}/attach", send_stream(frames, after=started, upgrade=upgrade)
+    )
     fake.on("POST", f"/containers/{CID}/wait", send_wait(status, started))
     fake.on("POST", f"/containers/{CID}/start", start_sets(started))
 
@@ -171,9 +172,7 @@ def test_run_advanced_network_syntax(fake: FakeDaemon) -> None:
         (["-p", "80/icmp"], "invalid proto: icmp"),
     ],
 )  # fmt: skip
-def test_run_client_side_errors_exit_125(
-    fake: FakeDaemon, args: list[str], message: str
-) -> None:
+def test_run_client_side_errors_exit_125(fake: FakeDaemon, args: list[str], message: str) -> None:
     result = nsnet(fake, "run", "-d", *args, "busybox")
     assert result.exit_code == 125
     assert result.stderr == f"nsnet: {message}\n"
@@ -304,7 +303,7 @@ def test_ps_table_and_filters(fake: FakeDaemon) -> None:
         "STATUS                     PORTS                  NAMES",
         'a1a1a1a1a1a1   busybox       "sleep 300"              2 hours ago      '
         "Up 2 hours                 0.0.0.0:8080->80/tcp   web",
-        "b2b2b2b2b2b2   alpine:3.10   \"sh -c 'while true; …\"   30 seconds ago   "
+        'b2b2b2b2b2b2   alpine:3.10   "sh -c \'while true; …"   30 seconds ago   '
         "Exited (0) 5 seconds ago                          db",
     ]
     assert fake.requests[0].query["all"] == "1"
@@ -314,11 +313,12 @@ def test_ps_table_and_filters(fake: FakeDaemon) -> None:
     }
     quiet = nsnet(fake, "ps", "-q")
     assert quiet.stdout == "a1a1a1a1a1a1\nb2b2b2b2b2b2\n"
-    as_json = [json.loads(line) for line in nsnet(fake, "ps", "--format", "json").stdout.splitlines()]
+    listed = nsnet(fake, "ps", "--format", "json").stdout.splitlines()
+    as_json = [json.loads(line) for line in listed]
     assert as_json[0]["Networks"] == "bridge,mynet"
     assert as_json[0]["Names"] == "web"
     assert as_json[0]["RunningFor"] == "2 hours ago"
-    assert as_json[1]["Command"] == "\"sh -c 'while true; …\""
+    assert as_json[1]["Command"] == '"sh -c \'while true; …"'
 
 
 def test_exec_streams_and_propagates_exit_code(fake: FakeDaemon) -> None:

@@ -295,7 +295,7 @@ def test_rm_continues_after_errors(fake: FakeDaemon) -> None:
     fake.on(
         "DELETE",
         "/networks/c",
-        send_error(403, 'error while removing network: network c has active endpoints'),
+        send_error(403, "error while removing network: network c has active endpoints"),
     )
     fake.on("DELETE", "/networks/d", send_empty(204))
     result = nsnet(fake, "network", "rm", "a", "b", "c", "d")

@@ -98,6 +98,15 @@ def test_missing_daemon_is_one_line(tmp_path: Any, monkeypatch: pytest.MonkeyPat
     )
 
 
+def test_run_go_style_bool_before_image_only(fake: FakeDaemon) -> None:
+    fake.on("POST", "/containers/create", send_json(201, {"Id": "c1", "Warnings": []}))
+    result = nsnet(fake, "create", "--rm=true", "img", "--rm=false")
+    assert result.exit_code == 0, result.output
+    body = fake.requests[0].json
+    assert body["HostConfig"]["AutoRemove"] is True
+    assert body["Cmd"] == ["--rm=false"]
+
+
 def test_usage_errors_are_one_line() -> None:
     result = CliRunner().invoke(cli, ["network", "ls", "--bogus"])
     assert result.exit_code == 125
@@ -258,4 +267,10 @@ def test_bool_rewrite_stops_at_the_image() -> None:
     from nsnet.cli.container import run
 
     args = ["--rm=false", "--name", "x", "img", "--rm=true", "-d"]
-    assert rewrite_bool_flags(run, args) == ["--name", "x", "img", "--rm=true", "-d"]
+    assert rewrite_bool_flags(run, args, interspersed=False) == [
+        "--name",
+        "x",
+        "img",
+        "--rm=true",
+        "-d",
+    ]

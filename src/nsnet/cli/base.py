@@ -69,7 +69,9 @@ _TRUE = {"1", "t", "true"}
 _FALSE = {"0", "f", "false"}
 
 
-def rewrite_bool_flags(command: click.Command, args: Sequence[str]) -> list[str]:
+def rewrite_bool_flags(
+    command: click.Command, args: Sequence[str], interspersed: bool = True
+) -> list[str]:
     """Turn docker's `--flag=false` spelling into what click understands (`--no-flag`).
 
     Only tokens before the first positional are touched when the command stops at it (run,
@@ -117,7 +119,7 @@ def rewrite_bool_flags(command: click.Command, args: Sequence[str]) -> list[str]
                 out.append(args[i + 1])
                 i += 1
         else:
-            if not command.allow_interspersed_args:
+            if not interspersed:
                 out.extend(args[i:])
                 break
             out.append(arg)
@@ -129,7 +131,8 @@ class DockerCommand(click.Command):
     """A command that also accepts docker's `--bool-flag=false` spelling."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, rewrite_bool_flags(self, args))
+        rewritten = rewrite_bool_flags(self, args, ctx.allow_interspersed_args)
+        return super().parse_args(ctx, rewritten)
 
 
 class NsnetGroup(click.Group):

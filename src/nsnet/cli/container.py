@@ -149,11 +149,12 @@ def container_flags(f: F) -> F:
     options = [
         click.option("--name", default="", help="Assign a name to the container."),
         click.option("--rm", "auto_remove", is_flag=True, help="Remove the container on exit."),
+        click.option("--network", "--net", "networks", multiple=True, help="Connect to a network."),
         click.option(
-            "--network", "--net", "networks", multiple=True, help="Connect to a network."
-        ),
-        click.option(
-            "--network-alias", "--net-alias", "network_aliases", multiple=True,
+            "--network-alias",
+            "--net-alias",
+            "network_aliases",
+            multiple=True,
             help="Network-scoped alias.",
         ),
         click.option("--ip", default="", help="IPv4 address."),
@@ -180,9 +181,9 @@ def container_flags(f: F) -> F:
     return f
 
 
-def _options(image: str, command: tuple[str, ...], attach: bool, kw: Mapping[str, Any]) -> (
-    ContainerOptions
-):
+def _options(
+    image: str, command: tuple[str, ...], attach: bool, kw: Mapping[str, Any]
+) -> ContainerOptions:
     return ContainerOptions(
         image=image,
         command=command,
@@ -368,8 +369,15 @@ def start(state: State, attach: bool, containers: tuple[str, ...]) -> None:
 
 
 @cli.command("stop")
-@click.option("-t", "--timeout", "--time", "timeout", type=int, default=None,
-              help="Seconds to wait before killing the container.")
+@click.option(
+    "-t",
+    "--timeout",
+    "--time",
+    "timeout",
+    type=int,
+    default=None,
+    help="Seconds to wait before killing the container.",
+)
 @click.option("-s", "--signal", "sig", default="", help="Signal to send to the container.")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_obj
@@ -480,8 +488,13 @@ def ps(
 
 @cli.command("inspect")
 @click.option("-f", "--format", "fmt", default="", help="'json' or a Go-template-lite.")
-@click.option("--type", "kind", type=click.Choice(["container", "image", "network"]), default=None,
-              help="Only look for this kind of object.")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(["container", "image", "network"]),
+    default=None,
+    help="Only look for this kind of object.",
+)
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
 def inspect(state: State, fmt: str, kind: str | None, names: tuple[str, ...]) -> None:
@@ -550,7 +563,12 @@ def exec_(
     client = state.client
     client.containers.inspect(container)
     created = client.containers.exec_create(
-        container, command, env=env, workdir=workdir, user=user, detach=detach,
+        container,
+        command,
+        env=env,
+        workdir=workdir,
+        user=user,
+        detach=detach,
         privileged=privileged,
     )
     exec_id = str(created.get("Id") or "")
@@ -568,7 +586,6 @@ def exec_(
     code = int(info.get("ExitCode") or 0)
     if code:
         raise CLIExit(code)
-
 
 
 @cli.group("container")

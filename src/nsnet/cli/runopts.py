@@ -175,9 +175,7 @@ def _endpoint(att: NetworkAttachment) -> dict[str, Any] | None:
         raise OptionError("no name set for network")
     if not is_user_defined(att.target):
         if att.aliases:
-            raise OptionError(
-                "network-scoped aliases are only supported for user-defined networks"
-            )
+            raise OptionError("network-scoped aliases are only supported for user-defined networks")
         if att.links:
             raise OptionError("links are only supported for user-defined networks")
     if att.mac_address and not _MAC.match(att.mac_address.strip()):

@@ -58,11 +58,24 @@ def server_version_lines(v: Mapping[str, Any]) -> list[str]:
     lines = [f"Server: {name}".rstrip()]
     components = list(v.get("Components") or [])
     if not any(c.get("Name") == "Engine" for c in components):
-        details = {k: v.get(k) for k in ("ApiVersion", "MinAPIVersion", "GitCommit", "GoVersion",
-                                          "Os", "Arch", "KernelVersion", "BuildTime",
-                                          "Experimental") if k in v}
-        components.insert(0, {"Name": "Engine", "Version": v.get("Version", ""),
-                              "Details": details})
+        details = {
+            k: v.get(k)
+            for k in (
+                "ApiVersion",
+                "MinAPIVersion",
+                "GitCommit",
+                "GoVersion",
+                "Os",
+                "Arch",
+                "KernelVersion",
+                "BuildTime",
+                "Experimental",
+            )
+            if k in v
+        }
+        components.insert(
+            0, {"Name": "Engine", "Version": v.get("Version", ""), "Details": details}
+        )
     for comp in components:
         details = dict(comp.get("Details") or {})
         lines.append(f" {comp.get('Name', '')}:")
@@ -70,8 +83,9 @@ def server_version_lines(v: Mapping[str, Any]) -> list[str]:
         if "ApiVersion" in details:
             api = str(details.pop("ApiVersion"))
             minimum = details.pop("MinAPIVersion", None)
-            lines.append(_kv(2, "API version",
-                             f"{api} (minimum version {minimum})" if minimum else api))
+            lines.append(
+                _kv(2, "API version", f"{api} (minimum version {minimum})" if minimum else api)
+            )
         os_name, arch = details.pop("Os", None), details.pop("Arch", None)
         for key in ("GoVersion", "PythonVersion", "GitCommit", "BuildTime"):
             if key in details:
@@ -149,8 +163,11 @@ def info_lines(i: Mapping[str, Any]) -> list[str]:
 @click.pass_obj
 def info(state: State) -> None:
     """Display system-wide information."""
-    click.echo("\n".join(["Client:", f" Version:    {__version__}",
-                          f" Host:       {state.client.host}", ""]))
+    click.echo(
+        "\n".join(
+            ["Client:", f" Version:    {__version__}", f" Host:       {state.client.host}", ""]
+        )
+    )
     try:
         data = state.client.info()
     except ClientError as exc:

@@ -78,9 +78,7 @@ class Networks(_Section):
     def list(self, filters: Filters | None = None) -> JSONList:
         return list(self._t.call("GET", "/networks", {"filters": encode_filters(filters)}) or [])
 
-    def inspect(
-        self, network: str, *, verbose: bool = False, scope: str | None = None
-    ) -> JSONDict:
+    def inspect(self, network: str, *, verbose: bool = False, scope: str | None = None) -> JSONDict:
         params: dict[str, str | None] = {"verbose": "true" if verbose else None, "scope": scope}
         data: JSONDict = self._t.call("GET", f"/networks/{segment(network)}", params)
         return data
@@ -233,9 +231,7 @@ class Containers(_Section):
             "WorkingDir": workdir,
             "Cmd": list(cmd),
         }
-        data: JSONDict = self._t.call(
-            "POST", f"/containers/{segment(container)}/exec", body=body
-        )
+        data: JSONDict = self._t.call("POST", f"/containers/{segment(container)}/exec", body=body)
         return data
 
     @overload

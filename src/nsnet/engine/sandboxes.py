@@ -370,8 +370,14 @@ class SandboxesMixin(EngineBase):
 
 
 def _is_loopback(addr: str) -> bool:
+    """Also for nsnet's ``ip:port`` upstream form (and ``[v6]:port``)."""
+    host = addr.split("%")[0]
+    if host.startswith("["):
+        host = host[1:].split("]")[0]
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
     try:
-        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
