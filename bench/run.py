@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+import dns.message
+import dns.rdatatype
+
 from nsnet.client.api import Client
-from nsnet.testing.hosts import daemon_host
+from nsnet.kernel.netns import NamespaceThread
+from nsnet.testing.hosts import Daemon, daemon_host
 
 N = 20
 TARGETS_MS = {"network create": 5, "network rm": 5, "connect": 8, "disconnect": 5, "run": 100}
@@ -47,6 +56,63 @@ def start_container(c: Client, net: str, name: str) -> str:
     cid = c.containers.create(run_body(net), name=name)["Id"]
     c.containers.start(cid)
     return str(cid)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def daemon_pid(d: Daemon) -> int:
+    """nsnetd runs under nsenter, which execs it: the Popen pid is the daemon."""
+    assert d.proc is not None
+    return d.proc.pid
+
+
+def dnsperf(c: Client, cid: str, names: list[str], seconds: int = 5) -> dict[str, float]:
+    """dnsperf inside a container's namespace against its resolver, Docker's way to measure."""
+    sandbox = c.containers.inspect(cid)["NetworkSettings"]["SandboxKey"]
+    with tempfile.NamedTemporaryFile("w", suffix=".q", delete=False) as f:
+        for n in names:
+            f.write(f"{n} A\n")
+        qfile = f.name
+    try:
+        out = subprocess.run(["nsenter", f"--net={sandbox}", "dnsperf", "-s", "127.0.0.11",
+                              "-p", "53", "-d", qfile, "-l", str(seconds), "-c", "4", "-q",
+                              "500"], capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(qfile)
+
+    def grab(label: str) -> float:
+        m = re.search(label + r"\s*([0-9.]+)", out)
+        return float(m.group(1)) if m else float("nan")
+
+    return {"qps": grab("Queries per second:"), "lost": grab("Queries lost:"),
+            "sent": grab("Queries sent:"), "avg_latency_ms": grab(r"Average Latency \(s\):") * 1000}
+
+
+def resolve_delay_ms(ns: NamespaceThread, sandbox: str, name: str, expect: str) -> float:
+    """Time until ``name`` answers ``expect`` at 127.0.0.11, asked from inside ``sandbox``."""
+    sock = ns.socket(sandbox, socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(0.5)
+    q = dns.message.make_query(name, dns.rdatatype.A).to_wire()
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < 2:
+            sock.sendto(q, ("127.0.0.11", 53))
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            r = dns.message.from_wire(data)
+            if any(expect in rr.to_text() for rr in r.answer):
+                return (time.perf_counter() - t0) * 1000
+        return float("inf")
+    finally:
+        sock.close()
 
 
 def report(name: str, values: list[float]) -> dict[str, float]:
@@ -89,6 +155,32 @@ def main() -> int:
         results["connect"] = report("connect", con1)
         results["disconnect"] = report("disconnect", dis1)
 
+        # DNS: a new name answers within 10 ms of run/connect returning (asked from a peer).
+        ns = NamespaceThread()
+        asker = cids[0]
+        asker_ns = c.containers.inspect(asker)["NetworkSettings"]["SandboxKey"]
+        delays = []
+        for i in range(10):
+            t0 = time.perf_counter()
+            new = start_container(c, "benchA", f"dnsnew{i}")
+            api_ms = (time.perf_counter() - t0) * 1000
+            ip = c.containers.inspect(new)["NetworkSettings"]["Networks"]["benchA"]["IPAddress"]
+            delays.append(resolve_delay_ms(ns, asker_ns, f"dnsnew{i}", ip))
+            c.containers.remove(new, force=True)
+            del api_ms
+        results["dns name visible after run"] = report("dns name visible after run", delays)
+        has_dnsperf = shutil.which("dnsperf") is not None
+        rss_before = rss_kib(daemon_pid(d))
+        if has_dnsperf:
+            perf1 = dnsperf(c, asker, [f"r{i}" for i in range(N)])
+            print(f"dns (dnsperf, {N} containers): {perf1['qps']:.0f} q/s, lost "
+                  f"{perf1['lost']:.0f}/{perf1['sent']:.0f}, avg latency "
+                  f"{perf1['avg_latency_ms']:.2f} ms"
+                  f"  {'ok' if perf1['qps'] >= 40000 else 'UNDER target 40000 q/s'}")
+            results["dns"] = perf1
+        else:
+            print("dnsperf not installed: DNS throughput not measured")
+
         if scale > N:
             t0 = time.perf_counter()
             extra = 0
@@ -104,6 +196,19 @@ def main() -> int:
             verdict = "ok" if ratio <= 1.3 else "OVER target 1.3"
             print(f"connect ratio at {N + extra} vs {N} containers: {ratio:.2f}x  {verdict}")
             results["connect_scale_ratio"] = round(ratio, 3)
+            rss_after = rss_kib(daemon_pid(d))
+            per = (rss_after - rss_before) / extra
+            print(f"daemon memory: {rss_before} KiB -> {rss_after} KiB, {per:.1f} KiB per "
+                  f"container  {'ok' if per < 20 else 'OVER target 20 KiB'}")
+            results["daemon_kib_per_container"] = round(per, 2)
+            if has_dnsperf:
+                names = [f"s{i}" for i in range(0, extra, max(1, extra // 200))]
+                perf2 = dnsperf(c, asker, names)
+                r = perf2["qps"] / perf1["qps"]
+                print(f"dns (dnsperf, {N + extra} containers): {perf2['qps']:.0f} q/s, lost "
+                      f"{perf2['lost']:.0f}/{perf2['sent']:.0f}, {r:.2f}x of the small case"
+                      f"  {'ok' if r >= 0.9 else 'UNDER target 0.9x'}")
+                results["dns_at_scale"] = perf2
         print(json.dumps(results))
     return 0
 

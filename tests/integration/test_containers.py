@@ -126,9 +126,10 @@ def test_daemon_restart_adopts_and_reconciles(daemon: Daemon) -> None:
     victim = run(c, network="keep", name="victim")
     victim_pid = c.containers.inspect(victim)["State"]["Pid"]
     keeper_ip = ip_of(c, keeper, "keep")
-    ep_id = c.containers.inspect(keeper)["NetworkSettings"]["Networks"]["keep"]["EndpointID"]
+    # The keeper's host-side veth: the peer of its eth0.
+    eth0 = next(x for x in links_in(sandbox(c, keeper)) if x["ifname"] == "eth0")
     veth = [x["ifname"] for x in daemon.host.ip_json("link", "show")
-            if x.get("ifalias") == "nsnet:" + ep_id]
+            if x["ifindex"] == eth0["link_index"]]
     assert len(veth) == 1 and veth[0].startswith("veth")
     daemon.stop()
     # While the daemon is down: one container dies and someone deletes the bridge and table.

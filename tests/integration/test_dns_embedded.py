@@ -123,6 +123,7 @@ def test_connect_disconnect_update_answers_at_once(dnsd: tuple[Daemon, Upstreams
     c.networks.disconnect("a", "mover")
     assert status(c, asker, "mover") == "NXDOMAIN"
     code, out, _ = exec_(c, mover, ["cat", "/etc/hosts"])
+    assert code == 0
     assert ip_of(c, mover, "b") in out and out.count("\t" + mover[:12]) == 1
     # A container joining later resolves at once (no cache, no delay).
     late = run(c, network="a", name="late")

@@ -437,3 +437,29 @@ def test_inspect_falls_through_object_kinds(fake: FakeDaemon) -> None:
     assert result.stderr == "Error: No such object: zz\n"
     result = nsnet(fake, "inspect", "--format", "json", "c1")
     assert result.stdout == json.dumps({"Id": CID, "Name": "/c1"}, separators=(",", ":")) + "\n"
+
+
+def test_inspect_template_paths(fake: FakeDaemon) -> None:
+    info = {
+        "Id": CID,
+        "State": {"Running": True, "Pid": 42},
+        "NetworkSettings": {"Networks": {"lab": {"IPAddress": "10.0.0.2", "Aliases": ["a"]}}},
+    }
+    fake.on("GET", "/containers/web/json", send_json(200, info))
+    result = nsnet(
+        fake, "inspect", "-f",
+        "{{.NetworkSettings.Networks.lab.IPAddress}} {{.State.Running}} {{.State.Pid}} "
+        "{{.NetworkSettings.Networks.lab.Aliases}} {{.Nope}} {{json .State}}", "web",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout == '10.0.0.2 true 42 [a] <no value> {"Running":true,"Pid":42}\n'
+
+
+def test_ps_unknown_template_field(fake: FakeDaemon) -> None:
+    fake.on("GET", "/containers/json", send_json(200, []))
+    fake.on("GET", "/containers/json", send_json(200, [{"Id": CID, "Names": ["/x"]}]))
+    result = nsnet(fake, "ps", "--format", "{{.Bogus}}")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        'Error: template: :1: executing "" at <.Bogus>: can\'t evaluate field Bogus\n'
+    )

@@ -115,6 +115,12 @@ def test_usage_errors_are_one_line() -> None:
     result = CliRunner().invoke(cli, ["network", "create", "--ipv6=maybe", "x"])
     assert result.exit_code == 125
     assert "strconv.ParseBool" in result.stderr
+    result = CliRunner().invoke(cli, ["network", "inspect"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: Missing argument")
+    result = CliRunner().invoke(cli, ["frobnicate"])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
 
 
 def test_no_arguments_prints_help() -> None:

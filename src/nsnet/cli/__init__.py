@@ -1,1 +1,1 @@
-"""nsnet.cli."""
+"""The `nsnet` command; it talks to nsnetd only through `nsnet.client`."""

@@ -20,6 +20,15 @@ from nsnet.client import APIError, Client, ClientError
 USAGE_EXIT = 125  # docker exits 125 on flag errors, whatever the command
 
 
+def usage_exit_code(exc: click.UsageError) -> int:
+    """docker: 125 for a bad flag, 1 for a wrong argument count or an unknown command."""
+    if isinstance(exc, click.exceptions.NoSuchCommand | click.BadArgumentUsage):
+        return 1
+    if isinstance(exc, click.MissingParameter) and isinstance(exc.param, click.Argument):
+        return 1
+    return USAGE_EXIT
+
+
 class CLIExit(Exception):
     """Leave with `code`, after printing `message` (one line) on stderr when there is one."""
 
@@ -179,7 +188,7 @@ class NsnetGroup(click.Group):
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "nsnet"
             warn(f"Error: {exc.format_message()} (see '{where} --help')")
-            return USAGE_EXIT
+            return usage_exit_code(exc)
         except click.ClickException as exc:
             warn(f"Error: {exc.format_message()}")
             return exc.exit_code

@@ -159,67 +159,92 @@ def json_indent(value: Any) -> str:
 
 
 _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
-_FIELD = re.compile(r"^\s*(json\s+)?\.([A-Za-z_][A-Za-z0-9_]*)?\s*$")
+_FIELD = re.compile(r"^\s*(json\s+)?(\.|(?:\.[A-Za-z_][A-Za-z0-9_-]*)+)\s*$")
+_MISSING = object()
 
 
-def _render_action(action: str, fields: Mapping[str, Any]) -> str:
+def _go_str(value: Any) -> str:
+    """How text/template prints a value decoded from JSON."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "map[" + " ".join(f"{k}:{_go_str(v)}" for k, v in sorted(value.items())) + "]"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_str(v) for v in value) + "]"
+    return str(value)
+
+
+def _lookup(fields: Mapping[str, Any], path: str, strict: bool) -> Any:
+    if path == ".":
+        return dict(sorted(fields.items())) if strict else fields
+    value: Any = fields
+    names = path[1:].split(".")
+    for depth, name in enumerate(names):
+        if isinstance(value, Mapping) and name in value:
+            value = value[name]
+        elif strict and depth == 0:
+            raise FormatError(
+                f'template: :1: executing "" at <.{name}>: can\'t evaluate field {name}'
+            )
+        elif isinstance(value, Mapping) or value is None:
+            return _MISSING
+        else:
+            raise FormatError(
+                f'template: :1: executing "" at <{path}>: can\'t evaluate field {name} '
+                f"in type {type(value).__name__}"
+            )
+    return value
+
+
+def _render_action(action: str, fields: Mapping[str, Any], strict: bool) -> str:
     m = _FIELD.match(action)
     if not m:
         raise FormatError(
             f"unsupported template action {{{{{action.strip()}}}}}: "
-            "only {{.Field}}, {{json .Field}} and {{json .}} are understood"
+            "only {{.Field.Sub}}, {{json .Field}} and {{json .}} are understood"
         )
-    as_json, name = m.group(1), m.group(2)
-    if name is None:
-        value: Any = json.loads(json_line(fields))
-    else:
-        if name not in fields:
-            raise FormatError(
-                f'template: :1: executing "" at <.{name}>: can\'t evaluate field {name}'
-            )
-        value = fields[name]
+    as_json, path = m.group(1), m.group(2)
+    value = _lookup(fields, path, strict)
+    if value is _MISSING:
+        return "null" if as_json else "<no value>"
     if as_json:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{v}" for k, v in sorted(value.items())) + "]"
-    return "" if value is None else str(value)
+    return _go_str(value)
 
 
-def _expand(template: str, fields: Mapping[str, Any]) -> str:
-    return _ACTION.sub(lambda m: _render_action(m.group(1), fields), template)
+def _expand(template: str, fields: Mapping[str, Any], strict: bool) -> str:
+    return _ACTION.sub(lambda m: _render_action(m.group(1), fields, strict), template)
 
 
 def render(
     template: str,
     rows: Iterable[Mapping[str, Any]],
     headers: Mapping[str, str],
+    *,
+    strict: bool = True,
 ) -> str:
     """Render a docker `--format` value over rows of fields.
 
     Understood: `json`, `table` with or without a template, and Go-template-lite bodies made of
-    `{{.Field}}`, `{{json .Field}}` and `{{json .}}`, with `\\t` and `\\n` escapes.
+    `{{.Field}}`, `{{.A.B.C}}`, `{{json .Field}}` and `{{json .}}`, with `\\t` and `\\n`
+    escapes. `strict` rows (listing contexts) refuse unknown fields like docker's typed
+    contexts; raw objects (inspect) print `<no value>` as Go does for a missing map key.
     """
     rows = list(rows)
     template = template.strip(" ")
     if template == "json":
         return "".join(json_line(r) + "\n" for r in rows)
     template = template.replace("\\t", "\t").replace("\\n", "\n")
-    table = template.startswith("table")
-    if table:
+    if template.startswith("table"):
         template = template[len("table") :].strip(" ")
         if not template:
             template = "\t".join("{{." + name + "}}" for name in headers)
-        header_fields = {name: label for name, label in headers.items()}
-        for m in _ACTION.finditer(template):
-            fm = _FIELD.match(m.group(1))
-            if fm and fm.group(2) and fm.group(2) not in header_fields:
-                header_fields[fm.group(2)] = fm.group(2).upper()
-        lines = [_expand_header(template, header_fields)]
-        lines += [_expand(template, r) for r in rows]
+        lines = [_expand_header(template, headers)]
+        lines += [_expand(template, r, strict) for r in rows]
         return tabwrite([line.split("\t") for line in lines])
-    return "".join(_expand(template, r) + "\n" for r in rows)
+    return "".join(_expand(template, r, strict) + "\n" for r in rows)
 
 
 def _expand_header(template: str, headers: Mapping[str, str]) -> str:
@@ -227,7 +252,10 @@ def _expand_header(template: str, headers: Mapping[str, str]) -> str:
         fm = _FIELD.match(m.group(1))
         if not fm:
             raise FormatError(f"unsupported template action {{{{{m.group(1).strip()}}}}}")
-        name = fm.group(2)
-        return headers.get(name, name.upper()) if name else ""
+        path = fm.group(2)
+        if path == ".":
+            return ""
+        name = path[1:].split(".")[0]
+        return headers.get(name, name.upper())
 
     return _ACTION.sub(one, template)

@@ -398,13 +398,9 @@ def print_inspect(
             else:
                 errors.append(error_line(exc))
     if fmt:
-        if fmt.strip() == "json":
-            for item in found:
-                emit(render("{{json .}}", [item], {}) if isinstance(item, dict) else "")
-        else:
-            for item in found:
-                if isinstance(item, dict):
-                    emit(render(fmt, [item], {}))
+        for item in found:
+            if isinstance(item, dict):
+                emit(render(fmt, [item], {}, strict=False))
     else:
         click.echo(json_indent(found))
     for line in errors:

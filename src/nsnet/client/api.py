@@ -7,7 +7,7 @@ prints most of it as is, and docker's shapes are documented already (docker-api.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal, overload
 
@@ -73,7 +73,7 @@ class _Section:
 
 
 class Networks(_Section):
-    """`/networks` routes."""
+    """`/networks`; names are path-escaped here because users name networks `test 01`."""
 
     def list(self, filters: Filters | None = None) -> JSONList:
         return list(self._t.call("GET", "/networks", {"filters": encode_filters(filters)}) or [])
@@ -111,7 +111,7 @@ class Networks(_Section):
 
 
 class Containers(_Section):
-    """`/containers` and `/exec` routes."""
+    """`/containers` and `/exec`: exec lives here because an exec only exists inside one."""
 
     def list(
         self,
@@ -217,7 +217,8 @@ class Containers(_Section):
         detach: bool = False,
         privileged: bool = False,
     ) -> JSONDict:
-        """Body shaped like the docker CLI's (docker-api.md §3.3 `docker exec`)."""
+        """Body shaped like the docker CLI's (docker-api.md §3.3), so the daemon sees one shape
+        whichever client sent it."""
         body: JSONDict = {
             "User": user,
             "Privileged": privileged,
@@ -255,7 +256,7 @@ class Containers(_Section):
 
 
 class Images(_Section):
-    """`/images` routes."""
+    """`/images`: no pull, since the engine never fetches images from the network."""
 
     def list(self, *, all: bool = False, filters: Filters | None = None) -> JSONList:
         params: Params = {"all": True if all else None, "filters": encode_filters(filters)}
@@ -360,7 +361,7 @@ class Client:
         return self.transport.call("POST", "/nsnet/reconcile")
 
 
-def frames_text(frames: Iterator[tuple[int, bytes]]) -> tuple[bytes, bytes]:
+def frames_text(frames: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes]:
     """Collect a finished stream into (stdout, stderr): handy for scripts and tests."""
     out: list[bytes] = []
     err: list[bytes] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from nsnet.drivers.base import TAG, Sandbox
-from nsnet.errors import Invalid
+from nsnet.errors import Invalid, NsnetError
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.host import HostKernel, open_ns_fd, sysctl_set
 from nsnet.kernel.links import random_veth_name
@@ -47,6 +47,7 @@ class BridgeDriver:
         self.host = host
         self._forwarding_on = False
         self._reaping: set[str] = set()
+        self._index_cache: dict[str, int] = {}
 
     def validate(self, net: Network) -> None:
         name = bridge_name(net)
@@ -89,6 +90,7 @@ class BridgeDriver:
             self.host.reaper.flush()
             self._reaping.discard(name)
         idx, created = self.host.links.ensure_bridge(name, mtu_of(net), TAG + net.id)
+        self._index_cache[name] = idx
         net.driver_state["bridge"] = name
         if created:
             net.driver_state["owns_bridge"] = "1"
@@ -112,6 +114,7 @@ class BridgeDriver:
 
     def delete_network(self, net: Network) -> None:
         name = bridge_name(net)
+        self._index_cache.pop(name, None)
         self.host.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
         if net.driver_state.get("owns_bridge", "1") == "1":
             # A bridge delete waits ~40 ms for RCU: it runs off the request path. Nothing is
@@ -119,20 +122,37 @@ class BridgeDriver:
             self.host.reaper.delete_later(name)
             self._reaping.add(name)
 
+    def _bridge_index(self, net: Network) -> int:
+        name = bridge_name(net)
+        idx = self._index_cache.get(name)
+        if idx is None:
+            idx = self.host.links.index(name)
+            if idx is None:
+                # The store says the network exists: rebuild what is missing (rule 3).
+                self.create_network(net)
+                idx = self.host.links.index(name)
+            assert idx is not None
+            self._index_cache[name] = idx
+        return idx
+
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         assert sb.ns_path is not None
-        name = bridge_name(net)
-        master = self.host.links.index(name)
-        if master is None:
-            # The store says the network exists: rebuild what is missing (rule 3).
-            self.create_network(net)
-            master = self.host.links.index(name)
+        isolate = not _bool_opt(net, OPT_ICC, True)
         ep.host_ifname = random_veth_name()
+        master = self._bridge_index(net)
         with open_ns_fd(sb.ns_path) as fd:
-            idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd, master,
-                                                mtu_of(net), TAG + ep.id)
+            try:
+                idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
+                                                    master, mtu_of(net), want_index=isolate)
+            except NsnetError:
+                # A stale cached index (bridge re-made behind our back): look again, once.
+                self._index_cache.pop(bridge_name(net), None)
+                self.host.links.delete(ep.host_ifname)
+                master = self._bridge_index(net)
+                idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
+                                                    master, mtu_of(net), want_index=isolate)
         try:
-            if not _bool_opt(net, OPT_ICC, True):
+            if isolate and idx is not None:
                 self.host.links.set_isolated(idx, True)
             addrs = []
             if ep.ipv4:
@@ -145,13 +165,17 @@ class BridgeDriver:
             self.host.links.delete(ep.host_ifname)
             raise
 
+    def stale_ports(self, net: Network, owned: set[str]) -> list[str]:
+        """veths on this network's bridge that no endpoint owns (left by a crash)."""
+        idx = self.host.links.index(bridge_name(net))
+        if idx is None:
+            return []
+        return [p for p in self.host.links.ports(idx) if p not in owned]
+
     def restore(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         """Reconcile one live endpoint: back on its (maybe re-made) bridge, or re-made."""
-        master = self.host.links.index(bridge_name(net))
-        if master is None:
-            self.create_network(net)
-            master = self.host.links.index(bridge_name(net))
-        assert master is not None
+        self._index_cache.pop(bridge_name(net), None)
+        master = self._bridge_index(net)
         if ep.host_ifname and self.host.links.enslave(ep.host_ifname, master):
             if not _bool_opt(net, OPT_ICC, True):
                 idx = self.host.links.index(ep.host_ifname)

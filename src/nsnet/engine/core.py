@@ -120,6 +120,13 @@ class Engine(NetworksMixin, ContainersMixin):
             if name not in owned_links:
                 self.host.links.delete(name)
                 report["links_removed"].append(name)
+        for net in self.networks.values():
+            stale = getattr(self.drivers.get(net.driver), "stale_ports", None)
+            if stale is None:
+                continue
+            for name in stale(net, owned_links):
+                self.host.links.delete(name)
+                report["links_removed"].append(name)
         live_ns = {self.ns_path(c) for c in self.containers.values()
                    if c.state.status == "running" and c.network_mode != "host"}
         for entry in os.listdir(self.host.netns_dir):

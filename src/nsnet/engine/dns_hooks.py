@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nsnet.dns")
 
 RESOLVER_IP = "127.0.0.11"
+SO_RCVBUFFORCE = 33  # not exported by the socket module
 SANDBOX_TABLE = "ip nsnet-dns"
 
 
@@ -132,6 +133,10 @@ class EmbeddedDNS:
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
+                # Bursts from one busy container must not overflow the default ~200 KiB queue;
+                # the memory is only used while queries wait.
+                with contextlib.suppress(OSError):
+                    udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 20)
                 udp.bind((RESOLVER_IP, 0))
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 tcp.bind((RESOLVER_IP, 0))

@@ -207,12 +207,13 @@ class SandboxesMixin(EngineBase):
 
     # -- /etc files -------------------------------------------------------------------------
 
-    def write_etc_files(self, c: Container) -> None:
+    def write_etc_files(self, c: Container, hosts_only: bool = False) -> None:
         etc = self.etc_dir(c)
-        etc.mkdir(parents=True, exist_ok=True)
-        _write_in_place(etc / "hostname", (c.hostname or c.short_id) + "\n")
+        if not hosts_only:
+            etc.mkdir(parents=True, exist_ok=True)
+            _write_in_place(etc / "hostname", (c.hostname or c.short_id) + "\n")
+            _write_in_place(etc / "resolv.conf", self.resolv_content(c))
         _write_in_place(etc / "hosts", self.hosts_content(c))
-        _write_in_place(etc / "resolv.conf", self.resolv_content(c))
 
     def hosts_content(self, c: Container) -> str:
         if c.network_mode == "host":
@@ -323,6 +324,7 @@ class SandboxesMixin(EngineBase):
             raise Forbidden(f"endpoint with name {c.name} already exists in network {net.name}")
         a = existing or Attachment(network_id=net.id, request=req)
         a.request = req
+        was_user = self.on_user_network(c)
         with Undo() as undo:
             if existing is None:
                 c.attachments.append(a)
@@ -333,7 +335,7 @@ class SandboxesMixin(EngineBase):
             undo.push(self.resolver.endpoint_down, c, net, ep)
             if user_defined(net) and self.on_user_network(c):
                 self.resolver.sandbox_up(c, c.sandbox_key)
-            self.write_etc_files(c)
+            self.write_etc_files(c, hosts_only=was_user == self.on_user_network(c))
             self.save_container(c)
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
@@ -357,13 +359,14 @@ class SandboxesMixin(EngineBase):
             raise Forbidden(f"container {c.id} is not connected to network {net.name}")
         if a.endpoint is not None:
             was_gateway = a.endpoint.default_route
+            was_user = self.on_user_network(c)
             self.release_endpoint(c, a, kernel=True)
             c.attachments.remove(a)
             if was_gateway:
                 self.pick_default_route(c)
             if not self.on_user_network(c):
                 self.resolver.sandbox_down(c)
-            self.write_etc_files(c)
+            self.write_etc_files(c, hosts_only=was_user == self.on_user_network(c))
         else:
             c.attachments.remove(a)
         self.save_container(c)
