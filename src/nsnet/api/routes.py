@@ -36,6 +36,7 @@ from nsnet.api.parse import (
     json_body,
     qbool,
 )
+from nsnet.api.server import mark_hijacked
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import Engine
 from nsnet.engine.networks import NetworkCreate, network_matches
@@ -536,6 +537,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
                 "Content-Type": "application/vnd.docker.raw-stream"})
         resp.force_close()
         std_headers(resp)
+        mark_hijacked(req.protocol)
         # Headers in their own flushed write: docker-py loses frames that share their read.
         await resp.prepare(req)
         await resp.drain() if hasattr(resp, "drain") else None

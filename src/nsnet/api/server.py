@@ -16,8 +16,19 @@ from aiohttp.web_protocol import RequestHandler
 
 
 class _HalfCloseRequestHandler(RequestHandler):
+    """Only a hijacked connection outlives the peer's EOF: an ordinary keep-alive connection
+    whose client went away must close, or idle connections pile up until the keep-alive
+    timeout (one per docker CLI call)."""
+
+    hijacked = False
+
     def eof_received(self) -> bool:  # type: ignore[override]
-        return True
+        return self.hijacked
+
+
+def mark_hijacked(protocol: object) -> None:
+    if isinstance(protocol, _HalfCloseRequestHandler):
+        protocol.hijacked = True
 
 
 class HalfCloseServer(web.Server):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nsnet.dns.records import Records
 from nsnet.dns.server import DNSServer
 from nsnet.engine.base import EngineConfig
+from nsnet.fds import raise_socket
 from nsnet.kernel.nft import run_once
 from nsnet.model import PREDEFINED_NETWORKS, Container, Endpoint, Network
 
@@ -149,6 +150,7 @@ class EmbeddedDNS:
             return udp, tcp
 
         udp, tcp = ns.call_in(ns_path, open_sockets)
+        udp, tcp = raise_socket(udp), raise_socket(tcp)
         udp.setblocking(False)
         tcp.setblocking(False)
         self._served[c.id] = self._spawn(server.add_sandbox(

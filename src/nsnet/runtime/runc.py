@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from nsnet.errors import Invalid, SystemError_
+from nsnet.fds import raise_fd
 from nsnet.runtime._fs import remove_tree, resolve_in_root, write_atomic
 
 log = logging.getLogger(__name__)
@@ -556,7 +557,7 @@ class Runc:
         Call it once per pid: the first caller reaps, a second would get 255.
         """
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = raise_fd(os.pidfd_open(pid))
         except ProcessLookupError:
             return 255
         loop = asyncio.get_running_loop()
