@@ -40,10 +40,17 @@ from nsnet.api.server import mark_hijacked
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import Engine
 from nsnet.engine.networks import NetworkCreate, network_matches
-from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
+from nsnet.errors import Conflict, Invalid, NotFound, NotModified, NsnetError, Unavailable
 from nsnet.model import Container, EndpointRequest, IPAMPool, new_id
 
 STDOUT, STDERR = 1, 2
+
+
+def invalid_command(message: str) -> bool:
+    """moby's isInvalidCommand and its EACCES check: why a container's command cannot run."""
+    m = message.lower()
+    return any(t in m for t in ("executable file not found", "no such file or directory",
+                                "permission denied"))
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -411,7 +418,22 @@ def build(engine: Engine, metrics: Any = None) -> Api:
 
     @r("POST", "/containers/{id}/start")
     async def container_start(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
-        await engine.start_container(p["id"])
+        c = engine.find_container(p["id"])
+        try:
+            await engine.start_container(c.id)
+        except NotModified:
+            raise
+        except Exception as e:
+            # moby removes an auto-remove container whose start failed: `docker run --rm`
+            # waits for condition=removed before it reports the start error.
+            cur = engine.containers.get(c.id)
+            if cur is not None and cur.auto_remove and cur.state.status != "running":
+                with contextlib.suppress(NsnetError):
+                    await engine.remove_container(c.id, force=True)
+            if isinstance(e, NsnetError) and e.status >= 500 and invalid_command(e.message):
+                # moby's setExitCodeFromError: a command that cannot run is the caller's error.
+                raise Invalid(e.message) from e
+            raise
         return web.Response(status=204)
 
     @r("POST", "/containers/{id}/stop")
@@ -449,8 +471,11 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             code = await waiter
         finally:
             waiter.cancel()
-        await resp.write(f'{{"Error":null,"StatusCode":{code}}}\n'.encode())
-        await resp.write_eof()
+        try:
+            await resp.write(f'{{"Error":null,"StatusCode":{code}}}\n'.encode())
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client left before the condition was met (docker run -d does)
         return resp
 
     @r("DELETE", "/containers/{id}")

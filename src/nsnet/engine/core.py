@@ -8,6 +8,7 @@ from typing import Any
 
 from nsnet.drivers.base import Sandbox
 from nsnet.drivers.bridge import BridgeDriver
+from nsnet.drivers.macvlan import MacvlanDriver
 from nsnet.drivers.null import HostDriver, NullDriver
 from nsnet.engine.base import ContainerWaiters, EngineConfig, log
 from nsnet.engine.containers import ContainersMixin
@@ -34,6 +35,8 @@ class Engine(NetworksMixin, ContainersMixin):
             "bridge": BridgeDriver(self.host),
             "host": HostDriver(),
             "null": NullDriver(),
+            "macvlan": MacvlanDriver(self.host, lambda: list(self.networks.values())),
+            "ipvlan": MacvlanDriver(self.host, lambda: list(self.networks.values()), "ipvlan"),
         }
         self.images = ImageStore(config.data_root / "images")
         self.runc = Runc(config.exec_root, config.data_root)
@@ -116,6 +119,9 @@ class Engine(NetworksMixin, ContainersMixin):
         for net in self.networks.values():
             if net.driver_state.get("bridge"):
                 owned_links.add(net.driver_state["bridge"])
+            owned = getattr(self.drivers.get(net.driver), "owned_links", None)
+            if owned is not None:
+                owned_links |= owned(net)
         for name, _alias in list(self.host.links.tagged("nsnet:")):
             if name not in owned_links:
                 self.host.links.delete(name)

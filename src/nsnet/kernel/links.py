@@ -47,6 +47,23 @@ def _kernel_error(e: NetlinkError, what: str) -> Exception:
     return SystemError_(f"{what}: {e}")
 
 
+KIND_FEATURE = {
+    "macvlan": "macvlan links (CONFIG_MACVLAN)",
+    "ipvlan": "ipvlan links (CONFIG_IPVLAN)",
+    "vlan": "802.1q VLAN links (CONFIG_VLAN_8021Q, module 8021q)",
+    "vxlan": "VXLAN links (CONFIG_VXLAN)",
+}
+
+
+def _link_kind_error(e: NetlinkError, kind: str, name: str) -> Exception:
+    """The kernel says EOPNOTSUPP ("Unknown device type") for a link kind it was built
+    without: name the missing feature instead of echoing errno."""
+    if e.code in (errno.EOPNOTSUPP, errno.ENOTSUP) or "Unknown device type" in str(e):
+        return Unavailable(f"this kernel has no {KIND_FEATURE.get(kind, kind + ' links')}: "
+                           f"cannot create {name}")
+    return _kernel_error(e, f"{kind} {name}")
+
+
 class Links:
     """Netlink operations on one namespace's links through one socket."""
 
@@ -162,6 +179,63 @@ class Links:
             except NetlinkError as e:
                 raise _kernel_error(e, f"veth {host_name}") from e
         return None
+
+    def add_macvlan_into(self, name: str, parent: int, mode: str, mac: str, ns_fd: int | None,
+                         mtu: int | None, kind: str = "macvlan") -> None:
+        """A macvlan (or ipvlan) on ``parent``, born directly inside the sandbox namespace."""
+        kw: dict[str, object] = {"ifname": name, "kind": kind, "link": parent}
+        if kind == "macvlan":
+            kw["macvlan_mode"] = mode
+            kw["address"] = mac
+        else:
+            kw["ipvlan_mode"] = {"l2": 0, "l3": 1, "l3s": 2}[mode]
+        if ns_fd is not None:
+            kw["net_ns_fd"] = ns_fd
+        if mtu:
+            kw["mtu"] = mtu
+        with self._lock:
+            try:
+                self.ipr.link("add", **kw)
+            except NetlinkError as e:
+                raise _link_kind_error(e, kind, name) from e
+
+    def add_vlan(self, name: str, parent: int, vlan_id: int) -> None:
+        with self._lock:
+            try:
+                self.ipr.link("add", ifname=name, kind="vlan", link=parent, vlan_id=vlan_id,
+                              state="up")
+            except NetlinkError as e:
+                raise _link_kind_error(e, "vlan", name) from e
+
+    def add_veth_pair(self, name: str, peer: str, alias: str) -> int:
+        """A veth pair left in this namespace: the stand-in parent for parentless macvlans."""
+        with self._lock:
+            try:
+                self.ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer},
+                              state="up")
+                idx = int(self.ipr.link("get", ifname=name)[0]["index"])
+                pidx = int(self.ipr.link("get", ifname=peer)[0]["index"])
+                self.ipr.link("set", index=idx, ifalias=alias)
+                self.ipr.link("set", index=pidx, state="up", ifalias=alias)
+            except NetlinkError as e:
+                raise _kernel_error(e, f"veth {name}") from e
+        return idx
+
+    def set_up(self, name: str) -> None:
+        with self._lock:
+            try:
+                idx = int(self.ipr.link("get", ifname=name)[0]["index"])
+                self.ipr.link("set", index=idx, state="up")
+            except NetlinkError as e:
+                raise _kernel_error(e, f"up {name}") from e
+
+    def add_route(self, dst: str, ifname: str) -> None:
+        with self._lock:
+            try:
+                idx = int(self.ipr.link("get", ifname=ifname)[0]["index"])
+                self.ipr.route("replace", dst=dst, oif=idx)
+            except NetlinkError as e:
+                raise _kernel_error(e, f"route {dst} dev {ifname}") from e
 
     def ports(self, master: int) -> list[str]:
         """Names of the links enslaved to ``master`` (a dump: reconcile only)."""

@@ -45,6 +45,8 @@ def ns_inode(path: str) -> int:
 class TestHost:
     """One namespace standing in for a machine."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     name: str
     path: str = ""
 
