@@ -237,3 +237,17 @@ def test_host_and_none_modes(daemon: Daemon) -> None:
     assert e.status == 403
     e = api_error(c.networks.connect, "host", n)
     assert e.status == 403
+
+
+def test_quick_reconnect_reuses_the_interface_name(daemon: Daemon) -> None:
+    """A disconnect deletes its veth off the request path; an immediate connect must wait for
+    it rather than fail on the name (bug: 'veth...: already exists')."""
+    c = daemon.client()
+    c.networks.create({"Name": "a"})
+    c.networks.create({"Name": "b"})
+    x = run(c, network="a")
+    for _ in range(5):
+        c.networks.connect("b", x)
+        c.networks.disconnect("b", x)
+    c.networks.connect("b", x)
+    assert {i["ifname"] for i in links_in(sandbox(c, x))} == {"lo", "eth0", "eth1"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from nsnet.drivers.base import TAG, Sandbox
-from nsnet.errors import Invalid, NsnetError
+from nsnet.errors import Conflict, Invalid, NsnetError
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.host import HostKernel, open_ns_fd, sysctl_set
 from nsnet.kernel.links import random_veth_name
@@ -48,6 +48,8 @@ class BridgeDriver:
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
+        # Sandbox -> container-side names whose pair is queued for deletion.
+        self._dying: dict[str, set[str]] = {}
 
     def validate(self, net: Network) -> None:
         name = bridge_name(net)
@@ -138,19 +140,29 @@ class BridgeDriver:
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         assert sb.ns_path is not None
         isolate = not _bool_opt(net, OPT_ICC, True)
-        ep.host_ifname = random_veth_name()
+        if ep.ifname in self._dying.get(sb.ns_path, ()):
+            # A link of this name was just disconnected and is still being deleted.
+            self.host.reaper.flush()
+            self._dying.pop(sb.ns_path, None)
         master = self._bridge_index(net)
-        with open_ns_fd(sb.ns_path) as fd:
+        for attempt in range(3):
+            ep.host_ifname = random_veth_name()
             try:
-                idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
-                                                    master, mtu_of(net), want_index=isolate)
+                with open_ns_fd(sb.ns_path) as fd:
+                    idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
+                                                        master, mtu_of(net),
+                                                        want_index=isolate)
+                break
+            except Conflict:
+                if attempt == 2:
+                    raise
+                continue  # a random name taken by someone else: draw another
             except NsnetError:
-                # A stale cached index (bridge re-made behind our back): look again, once.
+                if attempt == 2:
+                    raise
+                # A stale cached index (bridge re-made behind our back): look it up again.
                 self._index_cache.pop(bridge_name(net), None)
-                self.host.links.delete(ep.host_ifname)
                 master = self._bridge_index(net)
-                idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
-                                                    master, mtu_of(net), want_index=isolate)
         try:
             if isolate and idx is not None:
                 self.host.links.set_isolated(idx, True)
@@ -162,7 +174,8 @@ class BridgeDriver:
             with self.host.sandbox_links(sb.ns_path) as links:
                 links.configure_endpoint(ep.ifname, addrs, None, None)
         except BaseException:
-            self.host.links.delete(ep.host_ifname)
+            if ep.host_ifname:
+                self.host.links.delete(ep.host_ifname)
             raise
 
     def stale_ports(self, net: Network, owned: set[str]) -> list[str]:
@@ -197,6 +210,11 @@ class BridgeDriver:
                     links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
 
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
+        if sb.ns_path:
+            if len(self._dying) > 256:
+                self.host.reaper.flush()  # everything queued is done: forget it all
+                self._dying.clear()
+            self._dying.setdefault(sb.ns_path, set()).add(ep.ifname)
         if ep.host_ifname:
             # Down at once (no more traffic); the ~15 ms delete happens off the request path.
             self.host.links.set_down(ep.host_ifname)
