@@ -38,7 +38,7 @@ def test_validate_pools_normalises_and_refuses() -> None:
     out = validate_pools([IPAMPool(subnet="fd00:1::/64"), IPAMPool(subnet="10.0.0.0/24",
                                                                    gateway="10.0.0.254")])
     assert [p.subnet for p in out] == ["10.0.0.0/24", "fd00:1::/64"]  # IPv4 first
-    with pytest.raises(Invalid, match="should be 10.0.0.0/24"):
+    with pytest.raises(Invalid, match=r"should be 10\.0\.0\.0/24"):
         validate_pools([IPAMPool(subnet="10.0.0.1/24")])
     with pytest.raises(Invalid, match="not in subnet"):
         validate_pools([IPAMPool(subnet="10.0.0.0/24", gateway="10.0.1.1")])
