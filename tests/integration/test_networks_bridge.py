@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
@@ -251,3 +252,26 @@ def test_quick_reconnect_reuses_the_interface_name(daemon: Daemon) -> None:
         c.networks.disconnect("b", x)
     c.networks.connect("b", x)
     assert {i["ifname"] for i in links_in(sandbox(c, x))} == {"lo", "eth0", "eth1"}
+
+
+def test_ipv6_network(daemon: Daemon) -> None:
+    """Dual-stack bridge network; v6 addresses usable at once (bug: DAD kept them tentative)."""
+    c = daemon.client()
+    c.networks.create({"Name": "v6", "EnableIPv6": True,
+                       "IPAM": {"Config": [{"Subnet": "fd00:1::/64"}]}})
+    cfg = c.networks.inspect("v6")["IPAM"]["Config"]
+    assert cfg[0]["Subnet"].startswith("172.") and cfg[1] == {"Subnet": "fd00:1::/64",
+                                                              "Gateway": "fd00:1::1"}
+    a = run(c, network="v6", name="a")
+    b = run(c, network="v6", name="b")
+    nb = c.containers.inspect(b)["NetworkSettings"]["Networks"]["v6"]
+    assert nb["GlobalIPv6Address"] == "fd00:1::3" and nb["GlobalIPv6PrefixLen"] == 64
+    assert nb["IPv6Gateway"] == "fd00:1::1"
+    assert exec_(c, a, ["ping6", "-c1", "-W2", "fd00:1::3"])[0] == 0
+    assert in_sandbox(c, a, "dig", "+short", "@127.0.0.11", "b", "AAAA").stdout.split() == \
+        ["fd00:1::3"]
+    assert c.networks.inspect("v6")["Containers"][b]["IPv6Address"] == "fd00:1::3/64"
+    # No IPv6 subnet given: a /64 from the daemon's ULA /48, like Docker 28.
+    c.networks.create({"Name": "v6b", "EnableIPv6": True})
+    sub = ipaddress.ip_network(c.networks.inspect("v6b")["IPAM"]["Config"][1]["Subnet"])
+    assert sub.prefixlen == 64 and sub.subnet_of(ipaddress.ip_network("fd00::/8"))

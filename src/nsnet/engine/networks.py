@@ -93,6 +93,19 @@ class NetworksMixin(EngineBase):
             pass
         return out
 
+    def _pick_ula(self) -> ipaddress.IPv6Network:
+        """Docker 28's default IPv6 pool: a /48 ULA derived from this daemon's identity, cut
+        into /64s, the first one no network uses."""
+        import hashlib
+
+        seed = hashlib.sha256(str(self.config.data_root.resolve()).encode()).digest()[:5]
+        base = ipaddress.IPv6Network((b"\xfd" + seed + bytes(10), 48))
+        used = [n for n in self._used_subnets() if n.version == 6]
+        for cand in base.subnets(new_prefix=64):
+            if not any(cand.overlaps(u) for u in used):
+                return cand
+        raise Forbidden("no free IPv6 /64 left in the default ULA pool")
+
     def _used_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(p.subnet) for n in self.networks.values() for p in n.pools]
 
@@ -151,8 +164,7 @@ class NetworksMixin(EngineBase):
                 pools.insert(0, IPAMPool(subnet=str(subnet)))
             if req.enable_ipv6 and not any(
                     ipaddress.ip_network(p.subnet).version == 6 for p in pools):
-                raise Invalid("IPv6 is enabled but no IPv6 subnet was given: use --subnet with "
-                              "an IPv6 prefix")
+                pools.append(IPAMPool(subnet=str(self._pick_ula())))
             for p in pools:
                 if not p.gateway:
                     p.gateway = default_gateway(ipaddress.ip_network(p.subnet))

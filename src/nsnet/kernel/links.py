@@ -47,6 +47,8 @@ def _kernel_error(e: NetlinkError, what: str) -> Exception:
     return SystemError_(f"{what}: {e}")
 
 
+IFA_F_NODAD = 0x02
+
 KIND_FEATURE = {
     "macvlan": "macvlan links (CONFIG_MACVLAN)",
     "ipvlan": "ipvlan links (CONFIG_IPVLAN)",
@@ -147,10 +149,11 @@ class Links:
 
     def ensure_address(self, index: int, cidr: str) -> None:
         iface = ipaddress.ip_interface(cidr)
+        kw: dict[str, object] = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
         with self._lock:
             try:
                 self.ipr.addr("add", index=index, address=str(iface.ip),
-                              prefixlen=iface.network.prefixlen)
+                              prefixlen=iface.network.prefixlen, **kw)
             except NetlinkError as e:
                 if e.code != errno.EEXIST:
                     raise _kernel_error(e, f"address {cidr}") from e
@@ -297,7 +300,7 @@ class Links:
                     iface = ipaddress.ip_interface(cidr)
                     kw: dict[str, object] = {}
                     if iface.version == 6:
-                        kw["flags"] = 0x80  # IFA_F_NODAD: usable at once, no 1 s of tentative
+                        kw["flags"] = IFA_F_NODAD  # usable at once, not after ~1 s of DAD
                     self.ipr.addr("add", index=idx, address=str(iface.ip),
                                   prefixlen=iface.network.prefixlen, **kw)
                 self.ipr.link("set", index=idx, state="up")
