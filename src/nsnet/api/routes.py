@@ -72,6 +72,19 @@ class ExecRecord:
     created: float = field(default_factory=time.time)
 
 
+def exec_exit_code(code: int, stderr_tail: bytes) -> int:
+    """runc exits 255 when it cannot start the command; Docker reports 127 (not found) or 126
+    (not executable), which scripts test for."""
+    if code != 255 or b"exec failed" not in stderr_tail:
+        return code
+    text = stderr_tail.decode(errors="replace").lower()
+    if "not found" in text or "no such file" in text:
+        return 127
+    if "permission denied" in text or "not a directory" in text:
+        return 126
+    return code
+
+
 def build(engine: Engine, metrics: Any = None) -> Api:
     api = Api()
     execs: dict[str, ExecRecord] = {}
@@ -445,10 +458,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
     @r("POST", "/containers/{id}/restart")
     async def container_restart(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         t = require_int(req.query.get("t"), "timeout")
-        c = engine.find_container(p["id"])
-        if c.state.status == "running":
-            await engine.stop_container(c.id, t)
-        await engine.start_container(c.id)
+        await engine.restart_container(p["id"], t)
         return web.Response(status=204)
 
     @r("POST", "/containers/{id}/kill")
@@ -638,6 +648,8 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             return web.Response(status=200)
         resp = await hijack(req)
 
+        err_tail = bytearray()
+
         async def pump(stream: asyncio.StreamReader | None, kind: int) -> None:
             if stream is None:
                 return
@@ -645,11 +657,14 @@ def build(engine: Engine, metrics: Any = None) -> Api:
                 data = await stream.read(65536)
                 if not data:
                     return
+                if kind == STDERR:
+                    err_tail.extend(data)
+                    del err_tail[:-512]
                 await resp.write(frame(kind, data))
 
         try:
             await asyncio.gather(pump(proc.stdout, STDOUT), pump(proc.stderr, STDERR))
-            e.exit_code = await proc.wait()
+            e.exit_code = exec_exit_code(await proc.wait(), bytes(err_tail))
         finally:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from nsnet.drivers.base import TAG, Sandbox
-from nsnet.errors import Conflict, Invalid, NsnetError
+from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.host import HostKernel, open_ns_fd, sysctl_set
 from nsnet.kernel.links import random_veth_name
@@ -85,19 +85,41 @@ class BridgeDriver:
             sysctl_set("net.ipv4.ip_forward", "1")
             self._forwarding_on = True
 
-    def create_network(self, net: Network) -> None:
+    def validate_unique(self, net: Network, others: list[Network]) -> None:
+        """moby refuses two networks on one bridge; so do we (403)."""
         name = bridge_name(net)
+        for o in others:
+            if o.id != net.id and o.driver == "bridge" and bridge_name(o) == name:
+                raise Forbidden(f"networks have same bridge name: {name} is used by network "
+                                f"{o.name}")
+        info = self.host.links.link_info(name)
+        if info is not None and info.get("kind") != "bridge":
+            raise Forbidden(f"cannot use {name} as a bridge: it is an existing link of kind "
+                            f"{info.get('kind') or 'unknown'}")
+
+    def create_network(self, net: Network) -> None:
+        """Make the network's objects; on a re-create (reconcile), only what is missing.
+
+        A failure removes only what this call made: a live network whose re-create hits an
+        error keeps its firewall and bridge.
+        """
+        name = bridge_name(net)
+        fresh = "bridge" not in net.driver_state
         if name in self._reaping:
             # A network of this bridge name was just removed: let its delete finish first.
             self.host.reaper.flush()
             self._reaping.discard(name)
-        idx, created = self.host.links.ensure_bridge(name, mtu_of(net), TAG + net.id)
+        owned = net.driver_state.get("owns_bridge", "1") == "1"
+        # Only a bridge we own carries our tag: reconcile deletes tagged links no network
+        # owns, and must never delete the user's (or Docker's) bridge.
+        idx, created = self.host.links.ensure_bridge(name, mtu_of(net),
+                                                     TAG + net.id if owned else None)
+        if fresh:
+            net.driver_state["owns_bridge"] = "1" if created else "0"
+            if not created:
+                self.host.links.clear_alias(idx)
         self._index_cache[name] = idx
         net.driver_state["bridge"] = name
-        if created:
-            net.driver_state["owns_bridge"] = "1"
-        elif "owns_bridge" not in net.driver_state:
-            net.driver_state["owns_bridge"] = "0"  # the user's bridge: never delete it
         try:
             for p in net.pools:
                 if p.gateway:
@@ -108,21 +130,30 @@ class BridgeDriver:
             self._enable_forwarding()
             self.host.firewall.apply_network(self.firewall_of(net))
         except BaseException:
-            self.host.firewall.remove_network(net.short_id, name,
-                                              tuple(p.subnet for p in net.pools))
-            if created:
-                self.host.links.delete(name)
+            if fresh:
+                self.host.firewall.remove_network(net.short_id, name,
+                                                  tuple(p.subnet for p in net.pools))
+                if created:
+                    self.host.links.delete(name)
             raise
 
     def delete_network(self, net: Network) -> None:
         name = bridge_name(net)
         self._index_cache.pop(name, None)
         self.host.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
-        if net.driver_state.get("owns_bridge", "1") == "1":
-            # A bridge delete waits ~40 ms for RCU: it runs off the request path. Nothing is
-            # attached to it any more and its firewall chains are gone already.
-            self.host.reaper.delete_later(name)
-            self._reaping.add(name)
+        if net.driver_state.get("owns_bridge", "1") != "1":
+            # The user's bridge stays; our gateway addresses on it go.
+            idx = self.host.links.index(name)
+            if idx is not None:
+                for p in net.pools:
+                    if p.gateway:
+                        plen = ipaddress.ip_network(p.subnet).prefixlen
+                        self.host.links.remove_address(idx, f"{p.gateway}/{plen}")
+            return
+        # A bridge delete waits ~40 ms for RCU: it runs off the request path. Nothing is
+        # attached to it any more and its firewall chains are gone already.
+        self.host.reaper.delete_later(name)
+        self._reaping.add(name)
 
     def _bridge_index(self, net: Network) -> int:
         name = bridge_name(net)
@@ -179,7 +210,11 @@ class BridgeDriver:
             raise
 
     def stale_ports(self, net: Network, owned: set[str]) -> list[str]:
-        """veths on this network's bridge that no endpoint owns (left by a crash)."""
+        """veths on this network's bridge that no endpoint owns (left by a crash).
+
+        Only on a bridge nsnet made: a user's bridge may carry ports that are not ours."""
+        if net.driver_state.get("owns_bridge", "1") != "1":
+            return []
         idx = self.host.links.index(bridge_name(net))
         if idx is None:
             return []

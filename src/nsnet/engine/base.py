@@ -81,6 +81,8 @@ class EngineBase:
     exit_tasks: dict[str, asyncio.Task[None]]
     # Attached output readers per container: auto-remove waits for them to drain.
     readers: dict[str, int]
+    # Containers inside a restart: their stop must not trigger auto-remove.
+    restarting: set[str]
 
     # -- persistence ------------------------------------------------------------------------
 

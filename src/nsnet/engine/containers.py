@@ -133,6 +133,8 @@ class ContainersMixin(SandboxesMixin, EngineBase):
     async def start_container(self, ref: str) -> None:
         c = self.find_container(ref)
         async with self.lock_for(c.id):
+            if c.id not in self.containers:
+                raise NotFound(f"No such container: {ref}")
             if c.state.status == "running":
                 raise NotModified("container already started")
             image = self.images.resolve(c.image_id)
@@ -153,11 +155,14 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                     {"/etc/hosts": etc / "hosts", "/etc/resolv.conf": etc / "resolv.conf",
                      "/etc/hostname": etc / "hostname"},
                 )
-                undo.push(_sync_delete, self, c.id)
                 pid = await self.runc.start(c.id)
             except BaseException as e:
                 undo.rollback()
                 self.teardown_sandbox(c)
+                try:
+                    await self.runc.delete(c.id)  # the bundle and overlay of this attempt
+                except Exception:  # noqa: BLE001
+                    log.exception("removing the bundle of a failed start")
                 c.state.error = str(e)
                 self.save_container(c)
                 raise
@@ -184,15 +189,20 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             c.state.exit_code = code
             c.state.pid = 0
             c.state.finished_at = now_rfc3339()
-            self.teardown_sandbox(c)
-            await self.runc.delete(cid)
-            self.save_container(c)
+            try:
+                self.teardown_sandbox(c)
+                await self.runc.delete(cid)
+            except Exception:  # noqa: BLE001 - the exit is recorded whatever cleanup says
+                log.exception("cleaning up after %s exited (reconcile will retry)", c.short_id)
+            finally:
+                if cid in self.containers:
+                    self.save_container(c)
         self.exit_tasks.pop(cid, None)
         w = self.waiters.get(cid)
         if w:
             w.exited(code)
         log.info("container %s exited with %d", c.short_id, code)
-        if c.auto_remove:
+        if c.auto_remove and cid not in self.restarting:
             # Let attached clients (docker run --rm) read the last output before it goes.
             deadline = asyncio.get_running_loop().time() + 5
             while self.readers.get(cid, 0) > 0 and \
@@ -249,31 +259,50 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             return await fut
         raise Invalid(f"invalid condition: {condition!r}")
 
+    async def restart_container(self, ref: str, timeout: float | None = None) -> None:
+        """Docker keeps an auto-remove container across a restart's stop."""
+        c = self.find_container(ref)
+        self.restarting.add(c.id)
+        try:
+            if c.state.status == "running":
+                await self.stop_container(c.id, timeout)
+        finally:
+            self.restarting.discard(c.id)
+        await self.start_container(c.id)
+
     # -- remove -----------------------------------------------------------------------------
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
         c = self.find_container(ref)
-        if c.state.status == "running":
-            if not force:
-                raise Conflict(f"cannot remove container \"/{c.name}\": container is running: "
-                               "stop the container before removing or force remove")
-            task = self.exit_tasks.get(c.id)
-            await self.runc.kill(c.id, signal.SIGKILL)
-            if task is not None:
-                await asyncio.shield(task)
-            c = self.containers.get(c.id) or c
-            if c.id not in self.containers:
-                return  # auto-remove already took it
-        async with self.lock_for(c.id):
-            if c.id not in self.containers:
-                return
-            self.teardown_sandbox(c)
-            await self.runc.delete(c.id)
-            self.runc.remove_data(c.id)
-            _rmtree(self.etc_dir(c))
-            self.store.delete("container", c.id)
-            self.containers.pop(c.id, None)
-        self.locks.pop(c.id, None)
+        for _ in range(5):
+            if c.state.status == "running":
+                if not force:
+                    raise Conflict(f"cannot remove container \"/{c.name}\": container is "
+                                   "running: stop the container before removing or force "
+                                   "remove")
+                task = self.exit_tasks.get(c.id)
+                await self.runc.kill(c.id, signal.SIGKILL)
+                if task is not None:
+                    await asyncio.shield(task)
+                if c.id not in self.containers:
+                    return  # auto-remove already took it
+            async with self.lock_for(c.id):
+                if c.id not in self.containers:
+                    return
+                if c.state.status == "running":
+                    continue  # started while we waited for the lock: stop it first
+                self.teardown_sandbox(c)
+                await self.runc.delete(c.id)
+                self.runc.remove_data(c.id)
+                _rmtree(self.etc_dir(c))
+                self.store.delete("container", c.id)
+                self.containers.pop(c.id, None)
+                break
+        else:
+            raise Conflict(f"container {c.id} keeps being restarted: not removed")
+        lock = self.locks.get(c.id)
+        if lock is not None and not lock.locked():
+            self.locks.pop(c.id, None)
         w = self.waiters.pop(c.id, None)
         if w:
             w.gone(c.state.exit_code)
@@ -288,12 +317,6 @@ class ContainersMixin(SandboxesMixin, EngineBase):
         spec = ProcessSpec(args=cmd, env=list(c.env) + list(env),
                            cwd=workdir or c.working_dir or "/", user=user or c.user)
         return await self.runc.exec(c.id, spec, detach)
-
-
-def _sync_delete(engine: EngineBase, cid: str) -> None:
-    """Undo of ``prepare``: unmount and drop the bundle (runc has not started anything)."""
-    task = asyncio.get_event_loop().create_task(engine.runc.delete(cid))
-    task.add_done_callback(lambda t: t.exception())
 
 
 def _rmtree(path: object) -> None:

@@ -47,6 +47,7 @@ class Engine(NetworksMixin, ContainersMixin):
         self.locks = {}
         self.exit_tasks = {}
         self.readers = {}
+        self.restarting = set()
 
     def register_driver(self, name: str, driver: Any) -> None:
         self.drivers[name] = driver

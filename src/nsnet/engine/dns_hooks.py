@@ -99,12 +99,12 @@ class EmbeddedDNS:
         added = self._served.get(c.id)
         if added is None:
             return
-        dns, forward = list(c.dns) or None, self._forward(c)
-
         async def later() -> None:
             await asyncio.shield(added)
+            # Evaluated now, after the engine's change (e.g. a disconnect) is complete.
             if c.id in self._served:
-                self._server().update_sandbox(c.id, dns_servers=dns, forward=forward)
+                self._server().update_sandbox(c.id, dns_servers=list(c.dns) or None,
+                                              forward=self._forward(c))
 
         self._spawn(later())
 
@@ -175,6 +175,7 @@ class EmbeddedDNS:
 
     def endpoint_down(self, c: Container, net: Network, ep: Endpoint) -> None:
         self.records.remove_endpoint(ep.id)
+        self._update(c)
 
     def network_removed(self, net: Network) -> None:
         self.records.remove_network(net.id)

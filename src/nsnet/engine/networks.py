@@ -154,6 +154,9 @@ class NetworksMixin(EngineBase):
         drv = self.driver_of(net)
         if not predefined:
             drv.validate(net)
+            unique = getattr(drv, "validate_unique", None)
+            if unique is not None:
+                unique(net, list(self.networks.values()))
         if drv.has_endpoints:
             pools = validate_pools(req.pools)
             self._check_overlaps(pools, driver)

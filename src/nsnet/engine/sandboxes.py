@@ -9,7 +9,7 @@ from pathlib import Path
 from nsnet.drivers.base import Sandbox
 from nsnet.engine.base import EngineBase, log
 from nsnet.engine.undo import Undo
-from nsnet.errors import Forbidden, Invalid, NotFound
+from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
 from nsnet.kernel import netns
 from nsnet.kernel.links import random_mac
 from nsnet.model import (
@@ -277,8 +277,10 @@ class SandboxesMixin(EngineBase):
             lines.append("nameserver 127.0.0.11")
             if search:
                 lines.append("search " + " ".join(search))
-            opts = [o for o in (c.dns_options or options) if not o.startswith("ndots:")]
-            lines.append("options " + " ".join(["ndots:0", *opts]))
+            opts = list(c.dns_options or [o for o in options if not o.startswith("ndots:")])
+            if not any(o.startswith("ndots:") for o in opts):
+                opts.insert(0, "ndots:0")  # Docker's default; an explicit --dns-opt wins
+            lines.append("options " + " ".join(opts))
             lines.append(f"# ExtServers: {c.dns or servers}")
             return "\n".join(lines) + "\n"
         if c.dns:
@@ -300,6 +302,15 @@ class SandboxesMixin(EngineBase):
 
     # -- connect / disconnect ---------------------------------------------------------------
 
+    def _not_busy(self, c: Container) -> None:
+        """Connect/disconnect run without awaiting; a start, stop or removal of the same
+        container in flight (it holds the container's lock across runc) must finish first, or
+        both would edit the same endpoints and addresses."""
+        lock = self.locks.get(c.id)
+        if lock is not None and lock.locked():
+            raise Conflict(f"container {c.name} is being started, stopped or removed: "
+                           "try again")
+
     def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
         net = self.find_network(net_ref)
         c = self.find_container(c_ref)
@@ -313,6 +324,7 @@ class SandboxesMixin(EngineBase):
             raise Forbidden("container cannot be connected to multiple networks with one of the "
                             "networks in private (none) mode")
         validate_endpoint_request(net, net.name, req)
+        self._not_busy(c)
         existing = c.attachment(net.id)
         running = c.state.status == "running"
         if not running:
@@ -354,6 +366,7 @@ class SandboxesMixin(EngineBase):
         if net.name == "host" and c.network_mode == "host":
             raise Forbidden("cannot disconnect container from host network - container was "
                             "created in host network mode")
+        self._not_busy(c)
         a = c.attachment(net.id)
         if a is None:
             raise Forbidden(f"container {c.id} is not connected to network {net.name}")

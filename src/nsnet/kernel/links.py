@@ -107,7 +107,7 @@ class Links:
             "mac": msg.get_attr("IFLA_ADDRESS"),
         }
 
-    def ensure_bridge(self, name: str, mtu: int | None, alias: str,
+    def ensure_bridge(self, name: str, mtu: int | None, alias: str | None,
                       known_index: int | None = None) -> tuple[int, bool]:
         """Create the bridge if missing (reconcile calls this on every start), up, tagged.
 
@@ -130,13 +130,32 @@ class Links:
                             raise
                     idx = int(self.ipr.link("get", ifname=name)[0]["index"])
                 extra: dict[str, object] = {"mtu": mtu} if mtu and not created else {}
+                if alias is not None:
+                    extra["ifalias"] = alias
                 if not created:
-                    self.ipr.link("set", index=idx, state="up", ifalias=alias, **extra)
-                else:
-                    self.ipr.link("set", index=idx, ifalias=alias)
+                    self.ipr.link("set", index=idx, state="up", **extra)
+                elif extra:
+                    self.ipr.link("set", index=idx, **extra)
             except NetlinkError as e:
                 raise _kernel_error(e, f"bridge {name}") from e
         return idx, created
+
+    def clear_alias(self, index: int) -> None:
+        with self._lock:
+            try:
+                self.ipr.link("set", index=index, ifalias="")
+            except NetlinkError as e:
+                raise _kernel_error(e, "clear alias") from e
+
+    def remove_address(self, index: int, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        with self._lock:
+            try:
+                self.ipr.addr("del", index=index, address=str(iface.ip),
+                              prefixlen=iface.network.prefixlen)
+            except NetlinkError as e:
+                if e.code not in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+                    raise _kernel_error(e, f"remove address {cidr}") from e
 
     def delete(self, name: str) -> None:
         """Idempotent delete by name."""
