@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 
 import pytest
 from helpers import api_error, exec_, host_link, in_sandbox, ip_of, links_in, run, sandbox, wait_for
@@ -275,3 +276,54 @@ def test_ipv6_network(daemon: Daemon) -> None:
     c.networks.create({"Name": "v6b", "EnableIPv6": True})
     sub = ipaddress.ip_network(c.networks.inspect("v6b")["IPAM"]["Config"][1]["Subnet"])
     assert sub.prefixlen == 64 and sub.subnet_of(ipaddress.ip_network("fd00::/8"))
+
+
+def test_a_bridge_nsnet_did_not_make_is_left_alone(daemon: Daemon) -> None:
+    """bug (review): a user-named bridge was tagged as ours, its foreign ports deleted at
+    reconcile, and the bridge itself deleted after network rm."""
+    daemon.host.ip("link", "add", "userbr0", "type", "bridge")
+    daemon.host.ip("link", "add", "foreign0", "type", "veth", "peer", "name", "foreign1")
+    daemon.host.ip("link", "set", "foreign0", "master", "userbr0")
+    c = daemon.client()
+    c.networks.create({"Name": "mine", "IPAM": {"Config": [{"Subnet": "10.44.0.0/24"}]},
+                       "Options": {"com.docker.network.bridge.name": "userbr0"}})
+    e = api_error(c.networks.create, {"Name": "again", "Options": {
+        "com.docker.network.bridge.name": "userbr0"}})
+    assert e.status == 403 and "same bridge name" in e.message
+    e = api_error(c.networks.create, {"Name": "lonet", "Options": {
+        "com.docker.network.bridge.name": "lo"}})
+    assert e.status == 403
+    x = run(c, network="mine")
+    assert ip_of(c, x, "mine") == "10.44.0.2"
+    c.reconcile()
+    daemon.stop()
+    daemon.start()
+    c = daemon.client()
+    link = host_link(daemon, "foreign0")
+    assert link is not None and link.get("master") == "userbr0"
+    c.containers.remove(x, force=True)
+    c.networks.remove("mine")
+    time.sleep(0.2)
+    br = host_link(daemon, "userbr0")
+    assert br is not None, "the user's bridge must survive network rm"
+    assert not br.get("ifalias")
+    assert not any(a["local"] == "10.44.0.1" for a in br["addr_info"])
+    assert host_link(daemon, "foreign0") is not None
+
+
+def test_reconcile_removes_orphaned_firewall_chains(daemon: Daemon) -> None:
+    """bug (review): chains left by a crash stayed forever (their map entries held them)."""
+    daemon.stop()
+    sid = "deadbeef0000"
+    sh("nft", "-f", "-", ns=daemon.host.name, input=(
+        f"add chain inet nsnet n-{sid}-to\nadd chain inet nsnet n-{sid}-from\n"
+        f"add chain inet nsnet n-{sid}-nat\n"
+        f'add element inet nsnet to_net {{ "br-{sid}" : jump n-{sid}-to }}\n'
+        f"add element inet nsnet nat4 {{ 172.18.0.0/16 : jump n-{sid}-nat }}\n"))
+    daemon.start()
+    rules = sh("nft", "list", "table", "inet", "nsnet", ns=daemon.host.name).stdout
+    assert sid not in rules
+    # And the subnet that entry blocked is usable again.
+    c = daemon.client()
+    c.networks.create({"Name": "after"})
+    assert c.networks.inspect("after")["IPAM"]["Config"][0]["Subnet"] == "172.18.0.0/16"

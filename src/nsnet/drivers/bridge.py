@@ -48,8 +48,6 @@ class BridgeDriver:
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
-        # Sandbox -> container-side names whose pair is queued for deletion.
-        self._dying: dict[str, set[str]] = {}
 
     def validate(self, net: Network) -> None:
         name = bridge_name(net)
@@ -171,10 +169,8 @@ class BridgeDriver:
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         assert sb.ns_path is not None
         isolate = not _bool_opt(net, OPT_ICC, True)
-        if ep.ifname in self._dying.get(sb.ns_path, ()):
-            # A link of this name was just disconnected and is still being deleted.
-            self.host.reaper.flush()
-            self._dying.pop(sb.ns_path, None)
+        # A link of this name may have just been disconnected and still be in deletion.
+        self.host.wait_for_name(sb.ns_path, ep.ifname)
         master = self._bridge_index(net)
         for attempt in range(3):
             ep.host_ifname = random_veth_name()
@@ -246,10 +242,7 @@ class BridgeDriver:
 
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         if sb.ns_path:
-            if len(self._dying) > 256:
-                self.host.reaper.flush()  # everything queued is done: forget it all
-                self._dying.clear()
-            self._dying.setdefault(sb.ns_path, set()).add(ep.ifname)
+            self.host.dying(sb.ns_path, ep.ifname)
         if ep.host_ifname:
             # Down at once (no more traffic); the ~15 ms delete happens off the request path.
             self.host.links.set_down(ep.host_ifname)

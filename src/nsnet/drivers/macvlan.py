@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Callable
 
 from nsnet.drivers.base import TAG, Sandbox
-from nsnet.errors import Invalid, NotFound, Unavailable
+from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
 from nsnet.kernel.host import HostKernel, open_ns_fd
 from nsnet.model import Endpoint, Network
 
@@ -172,8 +172,13 @@ class MacvlanDriver:
             if sub.version != 4:
                 continue
             # Containers are reached through the shim; the rest of the segment stays on the
-            # parent (a host with its own address in the subnet keeps its LAN route).
-            links.add_route(p.ip_range or str(sub), shim)
+            # parent. Never a replace: the host's own LAN route must survive (a more specific
+            # ip-range route wins over it; an equal one is refused below).
+            try:
+                links.add_route(p.ip_range or str(sub), shim)
+            except Conflict:
+                raise Invalid(f"the host already routes {p.ip_range or sub}: give the network "
+                              "an --ip-range for its containers to use host_access") from None
 
     def owned_links(self, net: Network) -> set[str]:
         out = {self._shim_name(net)}
@@ -200,6 +205,7 @@ class MacvlanDriver:
 
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         assert sb.ns_path is not None
+        self.host.wait_for_name(sb.ns_path, ep.ifname)
         pidx = self.host.links.index(self._parent(net))
         if pidx is None:
             raise NotFound(f"parent interface {self._parent(net)} of network {net.name} is gone")

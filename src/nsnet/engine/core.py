@@ -144,7 +144,7 @@ class Engine(NetworksMixin, ContainersMixin):
         known = {n.short_id for n in self.networks.values()}
         for sid in self.host.firewall.network_chains():
             if sid not in known:
-                self.host.firewall.remove_network(sid, "", ())
+                self.host.firewall.remove_stale(sid)
                 report["chains_removed"].append(sid)
         for network, address, owner in self.store.ipam_all():
             if owner not in live_eps:

@@ -21,6 +21,7 @@ of the host's forwarding alone.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 
 from nsnet.kernel.nft import Nft, NftError
@@ -152,10 +153,43 @@ class Firewall:
             except NftError:
                 continue
 
+    def remove_stale(self, short_id: str) -> None:
+        """Remove a network's chains when only the table knows it (reconcile after a crash):
+        its map entries are found by the chain they jump to, since the bridge and subnets are
+        not known any more."""
+        prefix = f"n-{short_id}-"
+        jnft = Nft(json_output=True)
+        cmds: list[str] = []
+        try:
+            for m in ("to_net", "from_net", "nat4", "nat6"):
+                try:
+                    data = json.loads(jnft.run(f"list map {TABLE} {m}") or "{}")
+                except (NftError, ValueError):
+                    continue
+                for item in data.get("nftables", []):
+                    for key, verdict in item.get("map", {}).get("elem", []):
+                        target = (verdict.get("jump") or {}).get("target", "")
+                        if not target.startswith(prefix):
+                            continue
+                        if isinstance(key, str):
+                            cmds.append(f"delete element {TABLE} {m} {{ {_q(key)} }}")
+                        elif "prefix" in key:
+                            pk = key["prefix"]
+                            cmds.append(f"delete element {TABLE} {m} "
+                                        f"{{ {pk['addr']}/{pk['len']} }}")
+        finally:
+            jnft.close()
+        cmds += [f"delete chain {TABLE} {c}" for c in chain_names(short_id)]
+        for c in cmds:
+            try:
+                self._nft.run(c + "\n")
+            except NftError:
+                continue
+
     def network_chains(self) -> set[str]:
         """Short IDs that have chains in the table (for reconcile)."""
         try:
-            out = self._nft.run(f"list chains {TABLE.split()[0]}")
+            out = self._nft.run(f"list table {TABLE}")
         except NftError:
             return set()
         ids = set()

@@ -22,8 +22,23 @@ class HostKernel:
         self.firewall = Firewall()
         self.reaper = LinkReaper()
         self.routes = RouteWatcher()
+        # Sandbox -> container-side names whose pair is queued for deletion.
+        self._dying: dict[str, set[str]] = {}
         self.netns_dir = exec_root / "netns"
         self.netns_dir.mkdir(parents=True, exist_ok=True)
+
+    def dying(self, ns_path: str, ifname: str) -> None:
+        """A sandbox-side name whose link is queued for deletion (any driver)."""
+        if len(self._dying) > 256:
+            self.reaper.flush()  # everything queued is done: forget it all
+            self._dying.clear()
+        self._dying.setdefault(ns_path, set()).add(ifname)
+
+    def wait_for_name(self, ns_path: str, ifname: str) -> None:
+        """Before re-using ``ifname`` in a sandbox: let a pending delete of it finish."""
+        if ifname in self._dying.get(ns_path, ()):
+            self.reaper.flush()
+            self._dying.pop(ns_path, None)
 
     def close(self) -> None:
         self.routes.close()

@@ -255,7 +255,7 @@ class Links:
         with self._lock:
             try:
                 idx = int(self.ipr.link("get", ifname=ifname)[0]["index"])
-                self.ipr.route("replace", dst=dst, oif=idx)
+                self.ipr.route("add", dst=dst, oif=idx)
             except NetlinkError as e:
                 raise _kernel_error(e, f"route {dst} dev {ifname}") from e
 
