@@ -68,6 +68,7 @@ def test_failed_start_rolls_back(daemon: Daemon) -> None:
     assert "no such file" in e.message.lower() or "not found" in e.message.lower()
     info = c.containers.inspect("broken")
     assert info["State"]["Status"] == "created"
+    assert info["State"]["ExitCode"] == 127  # Docker's code for a command that cannot start
     assert info["NetworkSettings"]["SandboxKey"] == ""
     assert wait_for(lambda: {x["ifname"] for x in daemon.host.ip_json("link", "show")}
                     == links_before)

@@ -624,8 +624,6 @@ def test_traffic_between_containers_by_alias_name_and_link(daemon: Daemon) -> No
 # -- known gaps, outside the API layer --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="engine: EndpointConfig.Links (network connect --link) "
-                   "reach neither the embedded DNS nor /etc/hosts")
 def test_connect_link_alias_resolves_for_the_linking_container(daemon: Daemon) -> None:
     out(daemon, "network", "create", "lk")
     out(daemon, "run", "-d", "--name", "db", "--network", "lk", "busybox", "sleep", "300")

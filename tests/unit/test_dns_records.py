@@ -183,3 +183,19 @@ def test_memory_per_container_is_small() -> None:
         tracemalloc.stop()
     used = sum(s.size_diff for s in after.compare_to(before, "filename"))
     assert used / 1000 < 20 * 1024, f"{used / 1000:.0f} bytes per container"
+
+
+def test_link_aliases_are_private_to_the_linking_sandbox() -> None:
+    from nsnet.dns.records import HIT, MISS, QTYPE_A, Records
+
+    r = Records()
+    r.set_network_name("n1", "net")
+    r.set_endpoint("e-db", "n1", "s-db", ["db"], "10.0.0.2", None)
+    r.set_endpoint("e-app", "n1", "s-app", ["app"], "10.0.0.3", None)
+    r.set_endpoint("e-other", "n1", "s-other", ["other"], "10.0.0.4", None)
+    r.set_links("s-app", {"database": "db"})
+    hit = r.lookup("s-app", "database", QTYPE_A)
+    assert hit.kind == HIT and hit.addresses == ("10.0.0.2",)
+    assert r.lookup("s-other", "database", QTYPE_A).kind == MISS
+    r.set_links("s-app", {})
+    assert r.lookup("s-app", "database", QTYPE_A).kind == MISS

@@ -181,6 +181,7 @@ class Records:
     def __init__(self) -> None:
         self._networks: dict[str, _Network] = {}
         self._endpoints: dict[str, _Endpoint] = {}
+        self._links: dict[str, dict[str, str]] = {}
         # sandbox id -> endpoints of that sandbox (any network)
         self._sandbox_eps: dict[str, dict[str, _Endpoint]] = {}
         # sandbox id -> networks it can see, in attach order; rebuilt on change
@@ -281,17 +282,34 @@ class Records:
         self._networks.pop(network_id, None)
 
     def remove_sandbox(self, sandbox_id: str) -> None:
+        self._links.pop(sandbox_id, None)
+        self._remove_sandbox_endpoints(sandbox_id)
+
+    def _remove_sandbox_endpoints(self, sandbox_id: str) -> None:
         """Convenience for the engine's container teardown."""
         for ep_id in list(self._sandbox_eps.get(sandbox_id, {})):
             self.remove_endpoint(ep_id)
 
     # ---- readers -------------------------------------------------------------------------
 
+    def set_links(self, sandbox_id: str, links: dict[str, str]) -> None:
+        """Link aliases (``--link name:alias``) seen only by the sandbox that declared them,
+        looked up before anything else (Docker's order). An empty map removes them."""
+        clean = {_clean_name(a): _clean_name(t) for a, t in links.items() if a and t}
+        if clean:
+            self._links[sandbox_id] = clean
+        else:
+            self._links.pop(sandbox_id, None)
+
     def lookup(self, sandbox_id: str, qname: str, qtype: int) -> Answer:
         """``qname`` must already be lowercased and carry no trailing dot (the wire parser does)."""
         scope = self._scope.get(sandbox_id)
         if not scope:
             return ANSWER_MISS
+        if self._links:
+            links = self._links.get(sandbox_id)
+            if links is not None:
+                qname = links.get(qname, qname)
         if qtype == QTYPE_PTR:
             return self._lookup_ptr(scope, qname)
         if len(scope) == 1:

@@ -164,6 +164,12 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                 except Exception:  # noqa: BLE001
                     log.exception("removing the bundle of a failed start")
                 c.state.error = str(e)
+                text = str(e).lower()
+                # Docker records these codes for a command that cannot start.
+                if "executable file not found" in text or "no such file or directory" in text:
+                    c.state.exit_code = 127
+                elif "permission denied" in text:
+                    c.state.exit_code = 126
                 self.save_container(c)
                 raise
             c.state.status = "running"

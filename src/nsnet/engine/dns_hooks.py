@@ -157,6 +157,7 @@ class EmbeddedDNS:
             c.id, udp, tcp, dns_servers=list(c.dns) or None, forward=self._forward(c)))
 
     def sandbox_down(self, c: Container) -> None:
+        self.records.set_links(c.id, {})
         added = self._served.pop(c.id, None)
         if added is not None:
             async def later() -> None:
@@ -166,11 +167,20 @@ class EmbeddedDNS:
 
             self._spawn(later())
 
+    @staticmethod
+    def _link_map(c: Container) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for spec in [*c.links, *(ln for a in c.attachments for ln in (a.request.links or []))]:
+            name, _, alias = spec.partition(":")
+            out[alias or name] = name.lstrip("/")
+        return out
+
     def endpoint_up(self, c: Container, net: Network, ep: Endpoint) -> None:
         if net.name in PREDEFINED_NETWORKS:
             return
         self.records.set_network_name(net.id, net.name)
         self.records.set_endpoint(ep.id, net.id, c.id, list(ep.dns_names), ep.ipv4, ep.ipv6)
+        self.records.set_links(c.id, self._link_map(c))
         self._update(c)
 
     def endpoint_down(self, c: Container, net: Network, ep: Endpoint) -> None:
