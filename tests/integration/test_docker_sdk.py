@@ -321,9 +321,6 @@ def test_sdk_images_import_get_remove(client: docker.DockerClient, tmp_path: Pat
     assert [t for i in client.images.list() for t in i.tags] == ["busybox:latest"]
 
 
-@pytest.mark.xfail(strict=True, reason="runtime: a detached exec reports runc's own exit at once "
-                   "(Running false, ExitCode 0, runc's pid); moby reports Running true and "
-                   "ExitCode null until the command ends")
 def test_sdk_detached_exec_runs_until_its_command_ends(client: docker.DockerClient) -> None:
     c = client.containers.run("busybox", "sleep 300", detach=True)
     eid = client.api.exec_create(c.id, ["sh", "-c", "sleep 1; exit 3"])["Id"]

@@ -640,8 +640,15 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             raise
         e.pid = proc.pid or 0
         if detach:
+            detached = engine.runc.take_detached(proc)
+
             async def reap() -> None:
-                e.exit_code = await proc.wait()
+                if detached is None:
+                    e.exit_code = await proc.wait()
+                else:
+                    # The command itself, not runc (which returned as soon as it started).
+                    e.pid, task = detached
+                    e.exit_code = await asyncio.shield(task)
                 e.running = False
             reapers.add(asyncio.ensure_future(reap()))
             reapers_cleanup()

@@ -303,6 +303,7 @@ class Runc:
         # Names this daemon's cgroups apart from another daemon's with the same container id.
         self._cg_tag = hashlib.sha256(str(self.exec_root).encode()).hexdigest()[:8]
         self._background: set[asyncio.Task[Any]] = set()
+        self._detached: dict[int, tuple[int, asyncio.Task[int]]] = {}
         for d in (self.state_root, self.exec_root / "containers", self.data_root / "containers"):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -688,22 +689,31 @@ class Runc:
                 for p in (pid_file, runc_log):
                     with contextlib.suppress(FileNotFoundError):
                         p.unlink()
-            self._reap_later(pid)
+            # Keyed by the runc process the caller holds: its pid is unique while it lives.
+            self._detached[id(proc)] = (pid, self._reap_later(pid))
             return proc
         finally:
             os.close(memfd)
 
-    def _reap_later(self, pid: int) -> None:
-        """A detached exec'd process is reparented to us (the subreaper) when runc exits;
-        reap it so it does not linger as a zombie."""
+    def take_detached(
+        self, proc: asyncio.subprocess.Process
+    ) -> tuple[int, asyncio.Task[int]] | None:
+        """For a detached exec: the command's own pid and a task giving its exit code."""
+        return self._detached.pop(id(proc), None)
 
-        async def reap() -> None:
+    def _reap_later(self, pid: int) -> asyncio.Task[int]:
+        """A detached exec'd process is reparented to us (the subreaper) when runc exits;
+        reap it so it does not linger as a zombie, and keep its code for exec inspect."""
+
+        async def reap() -> int:
             code = await self.wait_exit(pid)
             log.debug("detached exec pid %d exited with %d", pid, code)
+            return code
 
         task = asyncio.get_running_loop().create_task(reap())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def list_ids(self) -> list[str]:
         """Containers runc keeps under our --root, read from its state dir (no fork)."""
