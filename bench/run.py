@@ -115,6 +115,54 @@ def resolve_delay_ms(ns: NamespaceThread, sandbox: str, name: str, expect: str) 
         sock.close()
 
 
+def docker_dns(names: int = 20) -> dict[str, float] | None:
+    """The same dnsperf run against Docker's embedded DNS, when a Docker daemon is here.
+
+    Needs a local busybox image in Docker (nothing is pulled). Traffic stays inside the
+    container's namespace (127.0.0.11). None when there is no usable Docker daemon.
+    """
+    sock = "/var/run/docker.sock"
+    if not os.path.exists(sock) or shutil.which("dnsperf") is None:
+        return None
+    try:
+        import docker
+    except ImportError:
+        return None
+    try:
+        dc = docker.DockerClient(base_url=f"unix://{sock}", timeout=30)
+        dc.ping()
+        dc.images.get("busybox")
+    except Exception:  # noqa: BLE001 - no daemon or no image: no comparison
+        return None
+    net = dc.networks.create(f"nsnet-bench-{os.getpid()}")
+    ctrs = []
+    try:
+        for i in range(names):
+            ctrs.append(dc.containers.run("busybox", "sleep 600", detach=True,
+                                          network=net.name, name=f"nsbench{os.getpid()}-{i}"))
+        asker = ctrs[0]
+        asker.reload()
+        sandbox = asker.attrs["NetworkSettings"]["SandboxKey"]
+        with tempfile.NamedTemporaryFile("w", suffix=".q", delete=False) as f:
+            for c in ctrs:
+                f.write(f"{c.name} A\n")
+            qfile = f.name
+        try:
+            out = subprocess.run(["nsenter", f"--net={sandbox}", "dnsperf", "-s", "127.0.0.11",
+                                  "-p", "53", "-d", qfile, "-l", "5", "-c", "4", "-q", "500"],
+                                 capture_output=True, text=True, timeout=120).stdout
+        finally:
+            os.unlink(qfile)
+        qps = re.search(r"Queries per second:\s*([0-9.]+)", out)
+        lat = re.search(r"Average Latency \(s\):\s*([0-9.]+)", out)
+        return {"qps": float(qps.group(1)) if qps else float("nan"),
+                "avg_latency_ms": float(lat.group(1)) * 1000 if lat else float("nan")}
+    finally:
+        for c in ctrs:
+            c.remove(force=True)
+        net.remove()
+
+
 def report(name: str, values: list[float]) -> dict[str, float]:
     med = statistics.median(values)
     p99 = pct(values, 99)
@@ -179,6 +227,17 @@ def main() -> int:
                   f"{perf1['avg_latency_ms']:.2f} ms"
                   f"  {'ok' if perf1['qps'] >= 40000 else 'UNDER target 40000 q/s'}")
             results["dns"] = perf1
+            theirs = docker_dns()
+            if theirs is None:
+                print("no Docker daemon with a busybox image here: no Docker DNS comparison")
+            else:
+                r = perf1["qps"] / theirs["qps"]
+                lower = perf1["avg_latency_ms"] < theirs["avg_latency_ms"]
+                print(f"Docker's embedded DNS, same run: {theirs['qps']:.0f} q/s, avg latency "
+                      f"{theirs['avg_latency_ms']:.2f} ms; nsnet/Docker {r:.2f}x"
+                      f"  {'ok' if r >= 1.25 else 'UNDER target 1.25x'}; latency "
+                      f"{'lower' if lower else 'NOT lower'}")
+                results["docker_dns"] = theirs
         else:
             print("dnsperf not installed: DNS throughput not measured")
 

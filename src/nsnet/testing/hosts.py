@@ -252,9 +252,31 @@ def check_leaks(before: LeakSnapshot, root: Path, hosts: list[TestHost]) -> list
         procs = _procs_mentioning(str(root))
         if procs:
             problems.append(f"processes left: {procs}")
+        cgs = cgroups_of(root / "run")
+        if cgs:
+            problems.append(f"cgroups left: {cgs[:3]} ({len(cgs)})")
         if not problems or time.monotonic() > deadline:
             return problems
         time.sleep(0.1)
+
+
+def cgroups_of(exec_root: Path) -> list[str]:
+    """Container cgroups runc made for this daemon (``nsnet-<hash of exec root>-<id>``, see
+    nsnet.runtime.runc) that still exist in any hierarchy."""
+    import hashlib
+
+    tag = "nsnet-" + hashlib.sha256(str(exec_root).encode()).hexdigest()[:8] + "-"
+    out: list[str] = []
+    base = Path("/sys/fs/cgroup")
+    if not base.is_dir():
+        return out
+    for hier in base.iterdir():
+        for parent in (hier, *[p for p in hier.glob("*/*") if p.is_dir()]):
+            try:
+                out += [str(p) for p in parent.iterdir() if p.name.startswith(tag)]
+            except OSError:
+                continue
+    return out
 
 
 def _procs_mentioning(text: str) -> list[str]:
@@ -314,3 +336,6 @@ def _force_cleanup(d: Daemon) -> None:
             sh("runc", "--root", str(runc_root), "delete", "-f", cid, check=False)
     for m in sorted(mounts_under(str(d.root)), key=len, reverse=True):
         sh("umount", "-l", m, check=False)
+    for cg in cgroups_of(d.exec_root):
+        with contextlib.suppress(OSError):
+            os.rmdir(cg)
