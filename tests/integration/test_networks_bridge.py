@@ -327,3 +327,20 @@ def test_reconcile_removes_orphaned_firewall_chains(daemon: Daemon) -> None:
     c = daemon.client()
     c.networks.create({"Name": "after"})
     assert c.networks.inspect("after")["IPAM"]["Config"][0]["Subnet"] == "172.18.0.0/16"
+
+
+def test_host_side_veths_carry_no_ipv6(daemon: Daemon) -> None:
+    """Scaling guard: every IPv6 route of a bridge port is walked by the kernel on each link
+    up/down in the host; ports without IPv6 keep connect flat at 1,000 containers."""
+    c = daemon.client()
+    c.networks.create({"Name": "v"})
+    x = run(c, network="v")
+    eth0 = next(i for i in links_in(sandbox(c, x)) if i["ifname"] == "eth0")
+    veth = next(i["ifname"] for i in daemon.host.ip_json("link", "show")
+                if i["ifindex"] == eth0["link_index"])
+    flag = sh("cat", f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6", ns=daemon.host.name)
+    assert flag.stdout.strip() == "1"
+    assert daemon.host.ip_json("-6", "addr", "show", "dev", veth) in ([], [{}]) or \
+        not daemon.host.ip_json("-6", "addr", "show", "dev", veth)[0].get("addr_info")
+    # The container side keeps its IPv6 (its own namespace, its own small FIB).
+    assert any(a["family"] == "inet6" for a in eth0["addr_info"])
