@@ -241,9 +241,16 @@ class BridgeDriver:
                     links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
 
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
-        if sb.ns_path:
-            self.host.dying(sb.ns_path, ep.ifname)
         if ep.host_ifname:
-            # Down at once (no more traffic); the ~15 ms delete happens off the request path.
+            # Both ends down at once: no more traffic, and the container's kernel drops the
+            # routes (and local address) of the old link, so a quick reconnect that gets the
+            # same address on a new link is not shadowed by the dying one. The ~15 ms delete
+            # happens off the request path.
             self.host.links.set_down(ep.host_ifname)
-            self.host.reaper.delete_later(ep.host_ifname)
+            if sb.ns_path:
+                try:
+                    with self.host.sandbox_links(sb.ns_path) as links:
+                        links.set_down(ep.ifname)
+                except (OSError, NsnetError):
+                    pass  # the sandbox is going away too
+            self.host.delete_peer_later(ep.host_ifname, sb.ns_path, ep.ifname)

@@ -124,7 +124,10 @@ class SandboxesMixin(EngineBase):
         return path
 
     def next_ifname(self, c: Container) -> str:
+        """The lowest free ``ethN``; a name whose link is still being deleted is not free."""
         used = {a.endpoint.ifname for a in c.attachments if a.endpoint is not None}
+        if c.sandbox_key:
+            used |= self.host.dying_names(c.sandbox_key)
         i = 0
         while f"eth{i}" in used:
             i += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,21 +25,36 @@ class HostKernel:
         self.routes = RouteWatcher()
         # Sandbox -> container-side names whose pair is queued for deletion.
         self._dying: dict[str, set[str]] = {}
+        self._dying_lock = threading.Lock()
         self.netns_dir = exec_root / "netns"
         self.netns_dir.mkdir(parents=True, exist_ok=True)
 
-    def dying(self, ns_path: str, ifname: str) -> None:
-        """A sandbox-side name whose link is queued for deletion (any driver)."""
-        if len(self._dying) > 256:
-            self.reaper.flush()  # everything queued is done: forget it all
-            self._dying.clear()
-        self._dying.setdefault(ns_path, set()).add(ifname)
+    def delete_peer_later(self, host_ifname: str, ns_path: str | None, ifname: str) -> None:
+        """Delete a veth off the request path; until it is gone, ``ifname`` stays taken in
+        its sandbox so a quick reconnect picks another name instead of waiting (or failing)."""
+        if ns_path:
+            with self._dying_lock:
+                self._dying.setdefault(ns_path, set()).add(ifname)
+
+        def gone() -> None:
+            if ns_path:
+                with self._dying_lock:
+                    names = self._dying.get(ns_path)
+                    if names is not None:
+                        names.discard(ifname)
+                        if not names:
+                            self._dying.pop(ns_path, None)
+
+        self.reaper.delete_later(host_ifname, gone)
+
+    def dying_names(self, ns_path: str) -> set[str]:
+        with self._dying_lock:
+            return set(self._dying.get(ns_path, ()))
 
     def wait_for_name(self, ns_path: str, ifname: str) -> None:
-        """Before re-using ``ifname`` in a sandbox: let a pending delete of it finish."""
-        if ifname in self._dying.get(ns_path, ()):
+        """Backstop before re-using ``ifname``: let a pending delete of it finish."""
+        if ifname in self.dying_names(ns_path):
             self.reaper.flush()
-            self._dying.pop(ns_path, None)
 
     def close(self) -> None:
         self.routes.close()

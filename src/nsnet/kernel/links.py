@@ -15,7 +15,7 @@ import errno
 import ipaddress
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from pyroute2 import IPRoute
@@ -384,8 +384,11 @@ class LinkReaper:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nsnet-reaper")
         self._links = Links(IPRoute())
 
-    def delete_later(self, name: str) -> None:
-        self._pool.submit(self._links.delete, name)
+    def delete_later(self, name: str, done: Callable[[], None] | None = None) -> None:
+        """``done`` runs in the reaper thread once the link is gone (or failed to go)."""
+        fut = self._pool.submit(self._links.delete, name)
+        if done is not None:
+            fut.add_done_callback(lambda _f: done())
 
     def flush(self) -> None:
         """Wait for every queued delete (before re-creating a link of the same name)."""
