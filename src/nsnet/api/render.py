@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from nsnet.humanize import human_duration
 from nsnet.model import Attachment, Container, Image, IPAMPool, Network
 
 
@@ -119,30 +120,6 @@ def _docker_time_to_unix(s: str) -> int:
         return int(datetime.fromisoformat(head).replace(tzinfo=UTC).timestamp())
     except ValueError:
         return 0
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's go-units HumanDuration, which the CLI shows in STATUS."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    return f"{h // (24 * 7)} weeks"
 
 
 def status_text(c: Container) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from nsnet.humanize import human_duration
+
 TAB_MINWIDTH = 10
 TAB_PADDING = 3
 
@@ -39,34 +41,6 @@ def tabwrite(rows: Sequence[Sequence[str]]) -> str:
             cells.append(row[-1])
         lines.append("".join(cells))
     return "\n".join(lines) + "\n"
-
-
-def human_duration(seconds: float) -> str:
-    """go-units HumanDuration: "2 seconds", "About a minute", "3 weeks"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def since(timestamp: float, now: float | None = None) -> str:
