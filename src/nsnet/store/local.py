@@ -3,6 +3,11 @@
 Objects are JSON documents keyed by (kind, id) with a unique name per kind, so the same shape can
 later live in etcd. IPAM allocations get their own table with a primary key on (network,
 address): the database itself refuses a second owner for one address, whatever the caller does.
+
+Writes that must change together (an endpoint and its address, a network and its allocations)
+go in one ``with store.transaction():`` block: a crash (even SIGKILL) between them leaves
+either all or none of them on disk, so the store is never in a state where an address is free
+but a stored endpoint still uses it.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import builtins
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +50,42 @@ class LocalStore:
         # NORMAL keeps WAL durable across a process crash; a power cut may lose the last commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        # Re-entrant: every write inside a transaction takes it again on the same thread.
+        self._lock = threading.RLock()
+        self._depth = 0
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes: all of them reach the disk at the end of the block, or none does.
+
+        An exception inside rolls the block back and goes on. Nested blocks join the outermost
+        one. The block holds the store's lock: it must not await (another task on the loop
+        thread would re-enter the lock and its writes would join this transaction) and must
+        stay short (other threads wait for it).
+        """
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            # IMMEDIATE takes the write lock now: no other connection can slip in between.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                self._depth = 0
 
     # -- documents ------------------------------------------------------------------------
 
@@ -84,6 +123,12 @@ class LocalStore:
     def ipam_release(self, network: str, address: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM ipam WHERE network=? AND address=?", (network, address))
+
+    def ipam_owner(self, network: str, address: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT owner FROM ipam WHERE network=? AND address=?",
+                                   (network, address)).fetchone()
+        return str(row[0]) if row else None
 
     def ipam_release_network(self, network: str) -> None:
         with self._lock:
