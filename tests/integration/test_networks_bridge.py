@@ -356,3 +356,18 @@ def test_host_side_veths_carry_no_ipv6(daemon: Daemon) -> None:
         not daemon.host.ip_json("-6", "addr", "show", "dev", veth)[0].get("addr_info")
     # The container side keeps its IPv6 (its own namespace, its own small FIB).
     assert any(a["family"] == "inet6" for a in eth0["addr_info"])
+
+
+def test_default_pools_come_back_after_many_create_rm_cycles(daemon: Daemon) -> None:
+    """bug (issue 8.7): the kernel sends no RTM_DELROUTE for a connected route that goes with
+    its link, so every removed network kept its pool "reserved" as a host route and the 31
+    default pools ran out after ~30 create/rm cycles (403 could not find an available pool)."""
+    c = daemon.client()
+    t = time.monotonic()
+    for i in range(200):
+        c.networks.create({"Name": f"cyc{i}"})
+        c.networks.remove(f"cyc{i}")
+    took = time.monotonic() - t
+    c.networks.create({"Name": "last"})
+    assert c.networks.inspect("last")["IPAM"]["Config"][0]["Subnet"] == "172.18.0.0/16"
+    assert took < 60, f"200 create/rm cycles took {took:.1f} s"
