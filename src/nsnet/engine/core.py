@@ -146,6 +146,9 @@ class Engine(NetworksMixin, ContainersMixin):
             if sid not in known:
                 self.host.firewall.remove_stale(sid)
                 report["chains_removed"].append(sid)
+        # Our accepts in another firewall's FORWARD chain (kernel/foreign_firewall.py): the
+        # networks' re-create above restored theirs; these belong to no network.
+        report["forward_accepts_removed"] = self.host.firewall.foreign.remove_unowned(known)
         for network, address, owner in self.store.ipam_all():
             if owner not in live_eps:
                 self.ipam.release(network, address)

@@ -15,7 +15,9 @@ rewritten, so the cost is flat in the number of networks and containers. The pos
 has no input interface, which is why NAT is keyed by source subnet and not by bridge name.
 
 The policies stay ``accept``: nsnet only judges packets of its own interfaces and leaves the rest
-of the host's forwarding alone.
+of the host's forwarding alone. Another firewall's drop is final, though, so when iptables-nft's
+``filter FORWARD`` exists each network also gets accepts there (``foreign_firewall``), added
+after its own chains and removed before them: those accepts never stand without the judge.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from nsnet.kernel.foreign_firewall import ForeignForward
 from nsnet.kernel.nft import Nft, NftError
 
 TABLE = "inet nsnet"
@@ -123,6 +126,7 @@ class Firewall:
     def __init__(self) -> None:
         self._nft = Nft()
         self._base_done = False
+        self.foreign = ForeignForward(self._nft)
 
     def ensure_base(self) -> None:
         self._nft.run(base_plan())
@@ -138,8 +142,10 @@ class Firewall:
         except NftError:
             self.ensure_base()
             self._nft.run(network_plan(n))
+        self.foreign.ensure(n.short_id, n.bridge, n.subnets)
 
     def remove_network(self, short_id: str, bridge: str, subnets: tuple[str, ...]) -> None:
+        self.foreign.remove(short_id)
         cmds = network_remove_plan(short_id, bridge, subnets)
         try:
             self._nft.run("\n".join(cmds) + "\n")
@@ -180,6 +186,7 @@ class Firewall:
         finally:
             jnft.close()
         cmds += [f"delete chain {TABLE} {c}" for c in chain_names(short_id)]
+        self.foreign.remove(short_id)
         for c in cmds:
             try:
                 self._nft.run(c + "\n")
@@ -206,4 +213,5 @@ class Firewall:
             pass
 
     def close(self) -> None:
+        self.foreign.close()
         self._nft.close()
