@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nsnet.kernel import foreign_firewall as ff
 from nsnet.kernel.firewall import NetworkFirewall, base_plan, network_plan, network_remove_plan
 
 
@@ -44,3 +50,98 @@ def test_remove_plan_is_per_object() -> None:
                         'delete element inet nsnet from_net { "br-abc" }']
     assert "delete element inet nsnet nat6 { fd00::/64 }" in cmds
     assert cmds[-1] == "delete chain inet nsnet n-abc-nat"
+
+
+# -- accepts in another firewall's FORWARD chain (kernel/foreign_firewall.py) ------------------
+
+def _rule(handle: int, expr: list[dict[str, Any]], comment: str | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {"family": "ip", "table": "filter", "chain": "FORWARD",
+                         "handle": handle, "expr": expr}
+    if comment is not None:
+        r["comment"] = comment
+    return {"rule": r}
+
+
+def _if(key: str, name: str) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"meta": {"key": key}}, "right": name}}
+
+
+COUNTER = {"counter": {"packets": 0, "bytes": 0}}
+ACCEPT: dict[str, Any] = {"accept": None}
+
+
+def test_foreign_rules_only_where_the_network_has_a_subnet() -> None:
+    assert ff.wanted_rules("br-a", ("172.18.0.0/16",), "ip") == [("iifname", "br-a"),
+                                                                  ("oifname", "br-a")]
+    assert ff.wanted_rules("br-a", ("172.18.0.0/16",), "ip6") == []
+    assert len(ff.wanted_rules("br-a", ("172.18.0.0/16", "fd00::/64"), "ip6")) == 2
+
+
+def test_foreign_insert_is_a_rule_iptables_nft_can_decode() -> None:
+    cmd = ff.insert_command("ip", "abc123abc123", ("oifname", "br-x"))
+    assert cmd == ('insert rule ip filter FORWARD oifname "br-x" counter accept '
+                   'comment "nsnet:abc123abc123"')
+    # nft-native ct state in an iptables-nft chain makes `iptables -S` fail ("incompatible").
+    assert "ct " not in cmd
+    assert ff.delete_command("ip6", 7) == "delete rule ip6 filter FORWARD handle 7"
+
+
+def test_ours_in_reads_only_our_comments() -> None:
+    chain = [
+        {"metainfo": {"version": "1.0.6"}},
+        {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "policy": "drop"}},
+        _rule(3, [_if("iifname", "br-a"), COUNTER, ACCEPT], "nsnet:aaa"),
+        _rule(4, [_if("oifname", "br-a"), COUNTER, ACCEPT], "nsnet:aaa"),
+        # Docker's rule (an xt match) and somebody's commented rule: not ours.
+        _rule(5, [_if("oifname", "docker0"), {"xt": {"type": "match", "name": "conntrack"}},
+                  COUNTER, ACCEPT]),
+        _rule(6, [_if("iifname", "br-a"), ACCEPT], "someone else"),
+        # Ours by comment but not a shape we write: seen, so it gets rewritten.
+        _rule(7, [_if("iifname", "br-b"), {"drop": None}], "nsnet:bbb"),
+    ]
+    assert ff.ours_in(chain) == {"aaa": [(3, ("iifname", "br-a")), (4, ("oifname", "br-a"))],
+                                 "bbb": [(7, None)]}
+
+
+def test_foreign_sync_writes_nothing_when_right_and_rewrites_otherwise() -> None:
+    wanted = [("iifname", "br-a"), ("oifname", "br-a")]
+    right = [(4, ("oifname", "br-a")), (3, ("iifname", "br-a"))]
+    assert ff.sync_plan("ip", "aaa", wanted, right) == []
+    # A flushed chain: both inserted.
+    assert ff.sync_plan("ip", "aaa", wanted, []) == [
+        ff.insert_command("ip", "aaa", r) for r in wanted]
+    # A duplicate, a stranger shape, a renamed bridge: ours go, the wanted ones come back.
+    for present in ([*right, (9, ("iifname", "br-a"))], [right[0], (9, None)],
+                    [(3, ("iifname", "br-old")), (4, ("oifname", "br-old"))]):
+        plan = ff.sync_plan("ip", "aaa", wanted, present)
+        assert plan[:len(present)] == [ff.delete_command("ip", h) for h, _ in present]
+        assert plan[len(present):] == [ff.insert_command("ip", "aaa", r) for r in wanted]
+    # Nothing wanted (no subnet of this family): only deletes.
+    assert ff.sync_plan("ip6", "aaa", [], right) == [ff.delete_command("ip6", 4),
+                                                     ff.delete_command("ip6", 3)]
+
+
+_sig = st.one_of(st.none(), st.tuples(st.sampled_from(["iifname", "oifname"]),
+                                      st.sampled_from(["br-a", "br-b"])))
+
+
+@settings(max_examples=200, deadline=None)
+@given(present=st.lists(_sig, max_size=5), v6=st.booleans())
+def test_foreign_sync_converges_in_one_step(present: list[tuple[str, str] | None],
+                                            v6: bool) -> None:
+    """Applying a plan to the chain leaves nothing for the next reconcile to do."""
+    subnets = ("10.0.0.0/24", "fd00::/64") if v6 else ("10.0.0.0/24",)
+    wanted = ff.wanted_rules("br-a", subnets, "ip6")
+    chain = list(enumerate(present, start=1))
+    plan = ff.sync_plan("ip6", "aaa", wanted, chain)
+    next_handle = len(chain) + 1
+    for cmd in plan:
+        if cmd.startswith("delete rule"):
+            handle = int(cmd.rsplit(" ", 1)[1])
+            chain = [(h, s) for h, s in chain if h != handle]
+        else:
+            key, name = cmd.split()[5:7]
+            chain.append((next_handle, (key, name.strip('"'))))
+            next_handle += 1
+    assert sorted(s for _, s in chain if s is not None) == sorted(wanted)
+    assert ff.sync_plan("ip6", "aaa", wanted, chain) == []
