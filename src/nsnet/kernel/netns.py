@@ -42,6 +42,15 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def enter_netns(fd: int) -> None:
+    """setns(2) the calling thread into the network namespace ``fd`` refers to.
+
+    Only for threads made to move (``NamespaceThread`` and the nftables thread), never for the
+    loop or its executor (DESIGN rule 1).
+    """
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+
+
 class NamespaceThread:
     """The single thread allowed to switch network namespace.
 
