@@ -20,7 +20,7 @@ from nsnet.dns.records import Records
 from nsnet.dns.server import DNSServer
 from nsnet.engine.base import EngineConfig
 from nsnet.fds import raise_socket
-from nsnet.kernel.nft import run_once
+from nsnet.kernel.nft import run_in_namespace
 from nsnet.model import PREDEFINED_NETWORKS, Container, Endpoint, Network
 
 if TYPE_CHECKING:
@@ -142,7 +142,6 @@ class EmbeddedDNS:
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 tcp.bind((RESOLVER_IP, 0))
                 tcp.listen(128)
-                run_once(sandbox_dns_plan(udp.getsockname()[1], tcp.getsockname()[1]))
             except BaseException:
                 udp.close()
                 tcp.close()
@@ -150,6 +149,14 @@ class EmbeddedDNS:
             return udp, tcp
 
         udp, tcp = ns.call_in(ns_path, open_sockets)
+        try:
+            # In the nftables thread, whose descriptor numbers stay low (libnftables select()s).
+            run_in_namespace(ns_path, sandbox_dns_plan(udp.getsockname()[1],
+                                                       tcp.getsockname()[1]))
+        except BaseException:
+            udp.close()
+            tcp.close()
+            raise
         udp, tcp = raise_socket(udp), raise_socket(tcp)
         udp.setblocking(False)
         tcp.setblocking(False)
