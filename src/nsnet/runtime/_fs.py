@@ -1,23 +1,19 @@
-"""Path handling for trees we do not trust (image root filesystems).
+"""Path helpers for trees we own: lexical checks of member names, removal, atomic writes.
 
-An image's rootfs is written by whoever made the tarball, and a running container can rewrite its
-own upper layer. Any symlink in there means "relative to the container's /", so following one
-with the host's path resolution could reach the host's files. Everything here resolves paths
-the way the kernel would inside the container (``chroot`` semantics) and never leaves the root.
+Nothing here resolves a path inside a tree we do not trust (an image root, a container's
+root): a resolver of our own that lstats and then opens by host path leaves a window in which
+the tree's owner swaps a component for a symlink to the host. That is ``rootfs_files``' job,
+done by the kernel with ``openat2(RESOLVE_IN_ROOT)``.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-_MAX_SYMLINKS = 40  # the kernel's own limit (MAXSYMLINKS)
 
 
 def split_clean(path: str) -> list[str]:
@@ -41,45 +37,6 @@ def lexical_relpath(name: str) -> str | None:
         else:
             out.append(part)
     return "/".join(out)
-
-
-def resolve_in_root(root: Path, rel: str, follow_final: bool = True) -> Path:
-    """Host path of ``rel`` as the container would see it, clamped inside ``root``.
-
-    Symlinks met on the way are expanded against ``root`` (absolute targets restart at
-    ``root``, ".." stops at it). Components that do not exist are taken literally, so the result
-    is also the right place to create something. With ``follow_final`` False a symlink in last
-    position is returned itself (for lstat, unlink, hard links).
-    """
-    parts = deque(split_clean(rel))
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        name = parts.popleft()
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        if not parts and not follow_final:
-            resolved.append(name)
-            break
-        current = os.path.join(root, *resolved, name)
-        try:
-            st = os.lstat(current)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(name)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(name)
-            continue
-        links += 1
-        if links > _MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, "too many levels of symbolic links", str(current))
-        target = os.readlink(current)
-        if target.startswith("/"):
-            resolved = []
-        parts.extendleft(reversed(split_clean(target)))
-    return Path(root, *resolved)
 
 
 def _chmod_and_retry(func: Callable[..., Any], path: str, _exc: object) -> None:

@@ -34,7 +34,9 @@ from typing import Any, Final
 
 from nsnet.errors import Invalid, SystemError_
 from nsnet.fds import raise_fd
-from nsnet.runtime._fs import remove_tree, resolve_in_root, write_atomic
+from nsnet.runtime._fs import remove_tree, write_atomic
+from nsnet.runtime.rootfs_files import ensure_directory
+from nsnet.runtime.users import UserIds, lookup_user, lookup_user_async
 
 log = logging.getLogger(__name__)
 
@@ -189,64 +191,6 @@ def _umount_all(target: Path) -> None:
     raise SystemError_(f"umount {target}: still mounted after 16 unmounts")
 
 
-# ---- users -------------------------------------------------------------------------------
-
-
-def _read_db(rootfs: Path, rel: str) -> list[list[str]]:
-    """Entries of a passwd-style file read the way the container sees it (symlinks inside)."""
-    try:
-        with open(resolve_in_root(rootfs, rel), "rb") as f:
-            text = f.read(1 << 20).decode("utf-8", "replace")
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            rows.append(line.split(":"))
-    return rows
-
-
-def lookup_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
-    """Docker's ``--user`` forms: "", "uid", "uid:gid", "name", "name:group".
-
-    A numeric uid absent from /etc/passwd is allowed (gid 0), as in Docker; names must exist.
-    Supplementary groups come from /etc/group, as runc's own user lookup would give them.
-    """
-    if not user:
-        return 0, 0, []
-    name, _, group = user.partition(":")
-    passwd = _read_db(rootfs, "etc/passwd")
-    entry: list[str] | None = None
-    for row in passwd:
-        if len(row) >= 4 and (row[2] == name if name.isdigit() else row[0] == name):
-            entry = row
-            break
-    if name.isdigit():
-        uid = int(name)
-    elif entry is None:
-        raise Invalid(f"unable to find user {name}: no matching entries in passwd file")
-    else:
-        uid = int(entry[2])
-    gid = int(entry[3]) if entry is not None and entry[3].isdigit() else 0
-    groups = _read_db(rootfs, "etc/group")
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            match = [g for g in groups if len(g) >= 3 and g[0] == group and g[2].isdigit()]
-            if not match:
-                raise Invalid(f"unable to find group {group}: no matching entries in group file")
-            gid = int(match[0][2])
-    extra: list[int] = []
-    if entry is not None:
-        for g in groups:
-            if len(g) >= 4 and g[2].isdigit() and entry[0] in g[3].split(","):
-                gid_g = int(g[2])
-                if gid_g != gid and gid_g not in extra:
-                    extra.append(gid_g)
-    return uid, gid, extra
-
-
 # ---- the driver --------------------------------------------------------------------------
 
 
@@ -374,13 +318,13 @@ class Runc:
             _mount_overlay(rootfs, Path(rootfs_lower), data / "upper", data / "work")
             mounted = True
         try:
-            proc = self._process_dict(rootfs, process)
+            # On the loop, but it never waits on the container: users.py reads only regular
+            # files, without blocking, resolved inside the root.
+            proc = self._process_dict(process, lookup_user(rootfs, process.user))
             if process.cwd and process.cwd != "/":
-                # Docker creates a missing working directory, owned by the container's user.
-                cwd = resolve_in_root(rootfs, process.cwd)
-                if not cwd.exists():
-                    cwd.mkdir(mode=0o755, parents=True)
-                    os.chown(cwd, proc["user"]["uid"], proc["user"]["gid"])
+                # Docker creates a missing working directory, owned by the container's user;
+                # through fds resolved inside the root, so a planted symlink reaches nothing.
+                ensure_directory(rootfs, process.cwd, proc["user"]["uid"], proc["user"]["gid"])
             config = self._config(cid, proc, hostname, netns_path, bind_files, readonly_binds)
             write_atomic(bundle / "config.json", json.dumps(config).encode())
         except BaseException:
@@ -389,8 +333,8 @@ class Runc:
             raise
         return bundle
 
-    def _process_dict(self, rootfs: Path, process: ProcessSpec) -> dict[str, Any]:
-        uid, gid, extra = lookup_user(rootfs, process.user)
+    def _process_dict(self, process: ProcessSpec, ids: UserIds) -> dict[str, Any]:
+        uid, gid, extra = ids
         user: dict[str, Any] = {"uid": uid, "gid": gid}
         if extra:
             user["additionalGids"] = extra
@@ -635,7 +579,8 @@ class Runc:
                 f"the working directory '{process.cwd}' is invalid, it needs to be an absolute path"
             )
         bundle = self.bundle_dir(cid)
-        spec = self._process_dict(bundle / "rootfs", process)
+        rootfs = bundle / "rootfs"
+        spec = self._process_dict(process, await lookup_user_async(rootfs, process.user))
         memfd = os.memfd_create("nsnet-exec-process", os.MFD_CLOEXEC)
         try:
             os.write(memfd, json.dumps(spec).encode())
