@@ -6,6 +6,7 @@ served by a thread, answering in one of a few fixed ways and recording what it r
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -22,6 +23,7 @@ import pytest
 from dns_server_support import LoopThread, bind_pair
 
 from nsnet.dns import DNSServer, Records
+from nsnet.dns.upstream import UDPUpstreams
 
 
 class FakeUpstream:
@@ -158,7 +160,8 @@ def test_forwards_unknown_names_verbatim(env: Env) -> None:
     wire_q = q.to_wire()
     r = dns.query.udp(q, "127.0.0.1", port=port, timeout=5)
     assert r.id == q.id and addresses(r) == ["192.0.2.1"]
-    assert up.received == [wire_q]  # the client's bytes, unchanged
+    # The client's bytes, unchanged but for the query id, which is the resolver's own.
+    assert len(up.received) == 1 and up.received[0][2:] == wire_q[2:]
     # local names never leave
     assert addresses(ask(port, "web.")) == ["10.0.0.2"]
     assert len(up.received) == 1
@@ -305,3 +308,109 @@ def test_garbage_from_upstream_is_ignored(env: Env) -> None:
     env.host[:] = [bad.spec, live.spec]
     port = env.add("sb")
     assert addresses(ask(port)) == ["192.0.2.9"]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_forwarded_queries_share_a_few_sockets_per_upstream(env: Env) -> None:
+    # A flood of names the upstream never answers used to hold one descriptor per query.
+    silent = env.upstream("silent")
+    env.host[:] = [silent.spec]
+    port = env.add("sb")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        before = open_fds()
+        for i in range(300):
+            s.sendto(dns.message.make_query(f"q{i}.example.", "A").to_wire(), ("127.0.0.1", port))
+        assert wait(lambda: len(silent.received) == 300)
+        during = open_fds()
+    assert during - before <= 4, during - before
+    assert env.server.metrics()["upstream_sockets"] <= 4
+    assert len({q[:2] for q in silent.received}) > 250  # ids of our own, spread out
+
+
+def test_multiplexed_answers_go_to_the_right_client(env: Env) -> None:
+    class Named(FakeUpstream):
+        """Answers every name with an address made from its first label."""
+
+        def respond(self, data: bytes, tcp: bool) -> bytes | None:
+            q = dns.message.from_wire(data)
+            r = dns.message.make_response(q)
+            name = q.question[0].name
+            r.answer.append(dns.rrset.from_text(name, 30, "IN", "A",
+                                                f"198.51.100.{name.labels[0].decode()[1:]}"))
+            return r.to_wire()
+
+    up = Named()
+    env.upstreams.append(up)
+    env.host[:] = [up.spec]
+    port = env.add("sb")
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]
+    try:
+        queries = [dns.message.make_query(f"h{i}.example.", "A") for i in range(40)]
+        for s, q in zip(socks, queries, strict=True):
+            s.settimeout(3)
+            s.sendto(q.to_wire(), ("127.0.0.1", port))
+        for i, (s, q) in enumerate(zip(socks, queries, strict=True)):
+            r = dns.message.from_wire(s.recv(2048))
+            assert r.id == q.id and addresses(r) == [f"198.51.100.{i}"]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_answer_echoing_another_question_is_ignored(env: Env) -> None:
+    # Right id, wrong question: a spoofed answer that guessed our id. Ignored, then failover.
+    class OtherQuestion(FakeUpstream):
+        def respond(self, data: bytes, tcp: bool) -> bytes | None:
+            q = dns.message.from_wire(data)
+            r = dns.message.make_response(dns.message.make_query("evil.example.", "A", id=q.id))
+            r.answer.append(dns.rrset.from_text("evil.example.", 30, "IN", "A", "203.0.113.66"))
+            return r.to_wire()
+
+    bad = OtherQuestion()
+    env.upstreams.append(bad)
+    live = env.upstream(address="192.0.2.9")
+    env.host[:] = [bad.spec, live.spec]
+    port = env.add("sb")
+    assert addresses(ask(port)) == ["192.0.2.9"]
+    assert env.server.metrics()["upstream_timeout"] == 1
+
+
+def test_forwards_past_the_pool_bound_get_servfail_at_once(env: Env) -> None:
+    silent = env.upstream("silent")
+    env.host[:] = [silent.spec]
+    env.server = DNSServer(env.records, lambda: list(env.host), upstream_timeout=2.0,
+                           host_upstreams_ttl=0, udp_upstreams=UDPUpstreams(max_pending=2))
+    port = env.add("sb")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        queries = [dns.message.make_query(f"p{i}.example.", "A") for i in range(3)]
+        for q in queries:
+            s.sendto(q.to_wire(), ("127.0.0.1", port))
+        r = dns.message.from_wire(s.recv(2048))
+        assert r.id == queries[2].id and r.rcode() == dns.rcode.SERVFAIL
+    m = env.server.metrics()
+    assert m["upstream_busy"] == 1 and m["upstream_pending"] == 2
+
+
+def test_idle_upstream_sockets_are_closed(env: Env) -> None:
+    up = env.upstream()
+    env.host[:] = [up.spec]
+    env.server = DNSServer(env.records, lambda: list(env.host), upstream_timeout=1.0,
+                           host_upstreams_ttl=0, udp_upstreams=UDPUpstreams(idle=0.2))
+    port = env.add("sb")
+    assert addresses(ask(port)) == ["192.0.2.1"]
+    assert env.server.metrics()["upstream_sockets"] == 1
+    assert wait(lambda: env.server.metrics()["upstream_sockets"] == 0, timeout=2)
+    assert addresses(ask(port)) == ["192.0.2.1"]  # and a new one is opened when needed
+
+
+def wait(pred: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return bool(pred())

@@ -7,8 +7,11 @@ it was created in, so serving it from the daemon's namespace is enough; the sand
 the socket and scopes every lookup.
 
 Local names are answered from ``Records`` through the byte-level fast path in ``wire``. Everything
-else is forwarded verbatim to up to three upstreams over fresh sockets made here, that is from the
-daemon's own namespace (so a host upstream like 127.0.0.53 works, as in Docker).
+else is forwarded (under a query id of our own) to up to three upstreams over sockets made here,
+that is from the daemon's own namespace (so a host upstream like 127.0.0.53 works, as in Docker).
+UDP forwards share a small pool of sockets per upstream (``upstream.UDPUpstreams``) and TCP ones
+a bounded number of connections, so no container can make the daemon hold descriptors without
+bound.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import dns.name
 
 from nsnet.dns import wire
 from nsnet.dns.records import HIT, NODATA, Records
+from nsnet.dns.upstream import PoolFull, UDPUpstreams
 from nsnet.errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger("nsnet.dns")
@@ -37,13 +41,14 @@ log = logging.getLogger("nsnet.dns")
 MAX_UPSTREAMS = 3  # Docker's maxExtDNS
 MAX_CONCURRENT_FORWARDS = 1024  # Docker's maxConcurrent, per sandbox
 MAX_TCP_CONNECTIONS = 128  # per sandbox; each one holds a file descriptor of the daemon
+MAX_UPSTREAM_TCP = 64  # TCP connections to upstreams at once, over all sandboxes
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 _RCODE_NAMES = (
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
     "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
 )  # fmt: skip
-_FAILURE_REASONS = ("timeout", "error", "servfail", "refused")
+_FAILURE_REASONS = ("timeout", "error", "servfail", "refused", "busy")
 _LEN = struct.Struct(">H")
 
 
@@ -218,6 +223,7 @@ class DNSServer:
         tcp_idle_timeout: float = 10.0,
         max_concurrent_forwards: int = MAX_CONCURRENT_FORWARDS,
         host_upstreams_ttl: float = 1.0,
+        udp_upstreams: UDPUpstreams | None = None,
     ) -> None:
         self._records = records
         self._host_upstreams = host_upstreams
@@ -230,6 +236,8 @@ class DNSServer:
         self._max_forwards = max_concurrent_forwards
         self._sandboxes: dict[str, _Sandbox] = {}
         self._lookup = records.lookup
+        self._udp_upstreams = udp_upstreams or UDPUpstreams()
+        self._tcp_slots: asyncio.Semaphore | None = None
         # metrics
         self._queries = 0
         self._queries_tcp = 0
@@ -322,6 +330,7 @@ class DNSServer:
     async def close(self) -> None:
         for sandbox_id in list(self._sandboxes):
             await self.remove_sandbox(sandbox_id)
+        self._udp_upstreams.close()
 
     def sandbox_ids(self) -> list[str]:
         return list(self._sandboxes)
@@ -467,6 +476,9 @@ class DNSServer:
             except TimeoutError:
                 self._failures["timeout"] += 1
                 continue
+            except PoolFull:
+                self._failures["busy"] += 1
+                continue
             except (OSError, EOFError):
                 self._failures["error"] += 1
                 continue
@@ -482,39 +494,31 @@ class DNSServer:
         return None
 
     async def _exchange_udp(self, host: str, port: int, data: bytes, question: bytes) -> bytes:
-        # A plain non-blocking socket rather than a datagram transport: nothing can leak if the
-        # task is cancelled half-way (remove_sandbox), and it costs less per query.
-        loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.connect((host, port))  # a connected UDP socket drops other sources
-            async with asyncio.timeout(self._timeout):
-                await loop.sock_sendall(sock, data)
-                while True:
-                    msg = await loop.sock_recv(sock, 65535)
-                    if _is_reply_to(msg, data, question):
-                        return msg
-        finally:
-            sock.close()
+        async with asyncio.timeout(self._timeout):
+            return await self._udp_upstreams.exchange((host, port), data, question)
 
     async def _exchange_tcp(self, host: str, port: int, data: bytes) -> bytes:
+        if self._tcp_slots is None:
+            self._tcp_slots = asyncio.Semaphore(MAX_UPSTREAM_TCP)
+        # The wait for a free slot counts against the upstream timeout, like a slow upstream.
+        async with asyncio.timeout(self._timeout), self._tcp_slots:
+            return await self._tcp_query(host, port, data)
+
+    async def _tcp_query(self, host: str, port: int, data: bytes) -> bytes:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
         writer: asyncio.StreamWriter | None = None
         try:
-            async with asyncio.timeout(self._timeout):
-                await loop.sock_connect(sock, (host, port))
-                reader, writer = await asyncio.open_connection(sock=sock)
-                writer.write(_LEN.pack(len(data)) + data)
-                while True:
-                    (length,) = _LEN.unpack(await reader.readexactly(2))
-                    msg = await reader.readexactly(length)
-                    if _is_reply_to(msg, data, b""):
-                        return msg
+            await loop.sock_connect(sock, (host, port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(_LEN.pack(len(data)) + data)
+            while True:
+                (length,) = _LEN.unpack(await reader.readexactly(2))
+                msg = await reader.readexactly(length)
+                if _is_reply_to(msg, data, b""):
+                    return msg
         finally:
             if writer is not None:
                 writer.close()
@@ -581,6 +585,7 @@ class DNSServer:
             "internal_errors": self._internal_errors,
             "inflight": sum(sb.inflight for sb in self._sandboxes.values()),
             "sandboxes": len(self._sandboxes),
+            **self._udp_upstreams.stats(),
         }
         for code, count in enumerate(self._rcodes):
             if count:
@@ -638,6 +643,11 @@ class DNSServer:
         )  # fmt: skip
         metric(
             "nsnet_dns_sandboxes", "gauge", "Sandboxes served.", [("", len(self._sandboxes))],
+        )  # fmt: skip
+        metric(
+            "nsnet_dns_upstream_sockets", "gauge",
+            "UDP sockets open to upstream servers (shared by all forwarded queries).",
+            [("", self._udp_upstreams.stats()["upstream_sockets"])],
         )  # fmt: skip
         name = "nsnet_dns_upstream_seconds"
         lines.append(f"# HELP {name} Latency of upstream exchanges that returned a response.")

@@ -48,19 +48,38 @@ class ContainerCreate:
 
 
 def _sig(value: str | int | None, default: int) -> int:
+    """A signal the kernel will take, checked before anything is sent (runc would fail on 99
+    after a stop had already begun)."""
     if value is None or value == "":
         return default
-    if isinstance(value, int):
-        return value
     v = str(value).upper()
-    if v.isdigit():
-        return int(v)
+    if isinstance(value, int) or (v.isascii() and v.isdigit()):
+        n = int(v)
+        if n not in _VALID_SIGNALS:
+            raise Invalid(f"Invalid signal: {value}")
+        return n
     if not v.startswith("SIG"):
         v = "SIG" + v
     try:
         return int(signal.Signals[v])
     except KeyError:
-        raise Invalid(f"Invalid signal: {value}") from None
+        raise Invalid(f"Invalid signal: {str(value)[:40]}") from None
+
+
+_VALID_SIGNALS = {int(s) for s in signal.valid_signals()}
+
+
+def _timeout(value: float | None) -> float:
+    """Seconds to wait after the stop signal; negative waits for ever, as Docker's -1."""
+    if value is None:
+        return 10.0
+    try:
+        t = float(value)
+    except (OverflowError, ValueError, TypeError):
+        raise Invalid(f"invalid timeout: {value!r}") from None
+    if t != t or abs(t) > 1e9:  # NaN, or beyond any real wait
+        raise Invalid(f"invalid timeout: {value!r}")
+    return t
 
 
 class ContainersMixin(SandboxesMixin, EngineBase):
@@ -70,7 +89,8 @@ class ContainersMixin(SandboxesMixin, EngineBase):
         image = self.images.resolve(req.image)
         name = req.name[1:] if req.name.startswith("/") else req.name
         if name:
-            if not NAME_RE.match(name):
+            # fullmatch: "$" would let a trailing newline through ("web\n").
+            if not NAME_RE.fullmatch(name):
                 raise Invalid(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                               "are allowed")
             for other in self.containers.values():
@@ -221,11 +241,13 @@ class ContainersMixin(SandboxesMixin, EngineBase):
     async def stop_container(self, ref: str, timeout: float | None = None,
                              sig: str | None = None) -> None:
         c = self.find_container(ref)
+        # Everything checked before the signal goes: a refusal must change nothing.
+        t = _timeout(timeout)
+        first = _sig(sig, signal.SIGTERM)
         if c.state.status != "running":
             raise NotModified("container already stopped")
         task = self.exit_tasks.get(c.id)
-        await self.runc.kill(c.id, _sig(sig, signal.SIGTERM))
-        t = 10.0 if timeout is None else float(timeout)
+        await self.runc.kill(c.id, first)
         if task is not None:
             if t >= 0:
                 try:
@@ -241,9 +263,10 @@ class ContainersMixin(SandboxesMixin, EngineBase):
 
     async def kill_container(self, ref: str, sig: str | None = None) -> None:
         c = self.find_container(ref)
+        n = _sig(sig, signal.SIGKILL)
         if c.state.status != "running":
             raise Conflict(f"Cannot kill container: {c.id}: container {c.id} is not running")
-        await self.runc.kill(c.id, _sig(sig, signal.SIGKILL))
+        await self.runc.kill(c.id, n)
 
     async def wait_container(self, ref: str, condition: str = "not-running") -> int:
         c = self.find_container(ref)
@@ -268,6 +291,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
     async def restart_container(self, ref: str, timeout: float | None = None) -> None:
         """Docker keeps an auto-remove container across a restart's stop."""
         c = self.find_container(ref)
+        _timeout(timeout)
         self.restarting.add(c.id)
         try:
             if c.state.status == "running":

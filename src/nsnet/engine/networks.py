@@ -121,12 +121,12 @@ class NetworksMixin(EngineBase):
                                         f"{n.name})")
 
     def create_network(self, req: NetworkCreate, predefined: bool = False) -> Network:
-        name = req.name.strip() if req.name else ""
-        if not name:
+        name = req.name or ""
+        if not name.strip():
             raise Invalid("invalid name: name is empty")
         if not predefined and name in RESERVED_NETWORK_NAMES:
             raise Forbidden(f"operation is not permitted on predefined {name} network ")
-        if not NAME_RE.match(name) and not predefined:
+        if not NAME_RE.fullmatch(name) and not predefined:
             raise Invalid(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
                           "allowed")
         if len(name) > 255:
@@ -259,10 +259,10 @@ def network_matches(net: Network, filters: dict[str, list[str]], in_use: bool) -
             if net.scope not in values:
                 return False
         elif key == "name":
-            if not any(v == net.name or _re_search(v, net.name) for v in values):
+            if not any(v == net.name or _re_search(v, net.name, "name") for v in values):
                 return False
         elif key == "id":
-            if not any(v == net.id or _re_search(v, net.id) for v in values):
+            if not any(v == net.id or _re_search(v, net.id, "id") for v in values):
                 return False
         elif key == "label":
             if not all(label_match(net.labels, v) for v in values):
@@ -291,8 +291,14 @@ def network_matches(net: Network, filters: dict[str, list[str]], in_use: bool) -
     return True
 
 
-def _re_search(pattern: str, text: str) -> bool:
+def _re_search(pattern: str, text: str, key: str) -> bool:
+    return filter_regex(pattern, key).search(text) is not None
+
+
+def filter_regex(pattern: str, key: str) -> re.Pattern[str]:
+    """A ``name``/``id`` filter as an unanchored regular expression; a pattern that does not
+    compile is the client's error (400), not a silent non-match."""
     try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise Invalid(f"invalid filter '{key}={pattern[:40]}': {e}") from None
