@@ -101,8 +101,11 @@ class Api:
             if e.status >= 500:
                 log.error("%s %s: %s", request.method, path, e.message)
             resp = error_response(e.status, e.message)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            # aiohttp's own refusals (413 beyond client_max_size, ...) as Docker's JSON errors.
+            resp = error_response(e.status, e.reason or "bad request")
         except (ConnectionResetError, BrokenPipeError):
             raise
         except Exception as e:
@@ -132,10 +135,16 @@ def param_or_404(params: dict[str, str], key: str) -> str:
     return v
 
 
-def require_int(value: str | None, what: str) -> int | None:
+def require_int(value: str | None, what: str, lo: int = -(1 << 31),
+                hi: int = (1 << 31) - 1) -> int | None:
+    """A query integer within Go's int32 by default: beyond it no caller means what it says,
+    and a float conversion further down would overflow after the work had begun."""
     if value is None or value == "":
         return None
     try:
-        return int(value)
+        n = int(value.strip(), 10)
     except ValueError:
-        raise Invalid(f"invalid {what}: {value!r} is not a number") from None
+        raise Invalid(f"invalid {what}: {value[:40]!r} is not a number") from None
+    if not lo <= n <= hi:
+        raise Invalid(f"invalid {what}: {value[:40]} is out of range [{lo}, {hi}]")
+    return n

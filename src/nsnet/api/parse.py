@@ -1,14 +1,38 @@
-"""Reading requests the way moby does: booleans, filters, JSON bodies."""
+"""Reading requests the way moby does: booleans, filters, JSON bodies.
+
+Everything a client sends is checked here for shape (type, characters, length) before any
+use-case runs, so a wrong value is a 400 naming the field rather than a 500 from deep inside,
+or worse a value accepted now that makes every later start fail. Strings that end up in files
+or command lines inside a container (``/etc/hosts``, ``resolv.conf``, the OCI spec) never hold
+newlines or NUL bytes.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
-from nsnet.errors import Invalid
+from nsnet.errors import Invalid, NsnetError
 from nsnet.model import EndpointRequest
+
+# aiohttp's default client_max_size: bodies beyond it are refused before they are read.
+MAX_BODY = 1024 * 1024
+# Linux's HOST_NAME_MAX: sethostname(2) refuses longer names, so runc would fail every start.
+HOST_NAME_MAX = 64
+_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+# A DNS name as a resolver or /etc/hosts sees it: no blanks, no control characters.
+_DNS_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+
+
+class BodyTooLarge(NsnetError):
+    """HTTP 413: the request body is beyond what any nsnet request needs."""
+
+    status = 413
 
 
 def qbool(request: web.BaseRequest, key: str, default: bool = False) -> bool:
@@ -27,6 +51,8 @@ def filters(request: web.BaseRequest) -> dict[str, list[str]]:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
         raise Invalid(f"invalid filter: {e}") from None
+    except RecursionError:
+        raise Invalid("invalid filter: nested too deeply") from None
     if not isinstance(data, dict):
         raise Invalid("invalid filter: must be a JSON object")
     out: dict[str, list[str]] = {}
@@ -43,7 +69,14 @@ def filters(request: web.BaseRequest) -> dict[str, list[str]]:
 
 
 async def json_body(request: web.BaseRequest, required: bool = True) -> dict[str, Any]:
-    raw = await request.read()
+    size = request.content_length
+    if size is not None and size > MAX_BODY:
+        # Refused from the header, before a byte of it is read.
+        raise BodyTooLarge(f"request body too large: {size} bytes (at most {MAX_BODY})")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"request body too large (at most {MAX_BODY} bytes)") from None
     if not raw.strip():
         if required:
             raise Invalid("missing request body: a JSON object is required")
@@ -57,6 +90,8 @@ async def json_body(request: web.BaseRequest, required: bool = True) -> dict[str
         obj, end = decoder.raw_decode(text.lstrip())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise Invalid(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise Invalid("invalid JSON: nested too deeply") from None
     if text.lstrip()[end:].strip():
         raise Invalid("unexpected content after JSON")
     if obj is None:
@@ -86,13 +121,26 @@ def as_str_dict(v: Any, what: str) -> dict[str, str]:
     return out
 
 
+def as_str(v: Any, what: str) -> str:
+    """A string field; null means empty. No NUL bytes: no path, name or argument holds one."""
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise Invalid(f"invalid {what}: expected a string, got {type(v).__name__}")
+    if "\x00" in v:
+        raise Invalid(f"invalid {what}: contains a NUL byte")
+    return v
+
+
 def as_str_list(v: Any, what: str) -> list[str]:
     if v is None:
         return []
     if isinstance(v, str):
-        return [v]
+        return [as_str(v, what)]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise Invalid(f"invalid {what}: expected a list of strings")
+    for x in v:
+        as_str(x, what)
     return list(v)
 
 
@@ -104,19 +152,130 @@ def as_bool(v: Any, what: str) -> bool:
     raise Invalid(f"invalid {what}: expected a boolean")
 
 
+def as_int(v: Any, what: str, lo: int = -(1 << 63), hi: int = (1 << 63) - 1) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Invalid(f"invalid {what}: expected an integer")
+    if not lo <= v <= hi:
+        raise Invalid(f"invalid {what}: {v} is out of range [{lo}, {hi}]")
+    return v
+
+
+def hostname(v: Any, what: str = "Hostname") -> str:
+    """RFC 1123 labels within HOST_NAME_MAX: the name goes to sethostname(2) and /etc/hosts."""
+    name = as_str(v, what)
+    if not name:
+        return ""
+    if len(name) > HOST_NAME_MAX:
+        raise Invalid(f"invalid {what}: longer than {HOST_NAME_MAX} characters")
+    if not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise Invalid(f"invalid {what} {name!r}: only letters, digits, '-' and '_' in "
+                      "dot-separated labels of at most 63 characters")
+    return name
+
+
+def dns_name(v: Any, what: str) -> str:
+    name = as_str(v, what)
+    if not _DNS_NAME.fullmatch(name):
+        raise Invalid(f"invalid {what} {name!r}: a DNS name of letters, digits, '.', '-' and "
+                      "'_' is expected")
+    return name
+
+
+def mac_address(v: Any, what: str) -> str | None:
+    """Six colon-separated octets of a unicast address: the kernel refuses a multicast MAC
+    on a veth, which would only surface when the container starts."""
+    mac = as_str(v, what)
+    if not mac:
+        return None
+    if not _MAC.fullmatch(mac):
+        raise Invalid(f"invalid {what}: {mac!r} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+    if int(mac[:2], 16) & 1:
+        raise Invalid(f"invalid {what}: {mac} is a multicast address")
+    if mac.replace(":", "") == "0" * 12:
+        raise Invalid(f"invalid {what}: {mac} is the zero address")
+    return mac
+
+
+def env_list(v: Any, what: str = "Env") -> list[str]:
+    """``KEY=value`` (or a bare ``KEY``, which Docker keeps as it is); never an empty key."""
+    out = as_str_list(v, what)
+    for item in out:
+        if item.startswith("=") or not item:
+            raise Invalid(f"invalid {what}: {item!r} has no variable name")
+    return out
+
+
+def abs_path(v: Any, what: str) -> str:
+    path = as_str(v, what)
+    if path and not path.startswith("/"):
+        raise Invalid(f"invalid {what}: the working directory {path!r} is invalid, it needs "
+                      "to be an absolute path")
+    return path
+
+
+def ip_list(v: Any, what: str) -> list[str]:
+    out = as_str_list(v, what)
+    for x in out:
+        try:
+            ipaddress.ip_address(x)
+        except ValueError:
+            raise Invalid(f"invalid {what}: {x!r} is not an IP address") from None
+    return out
+
+
+def word_list(v: Any, what: str) -> list[str]:
+    """Search domains and resolver options: single words on a resolv.conf line."""
+    out = as_str_list(v, what)
+    for x in out:
+        if not x or any(ch.isspace() or not ch.isprintable() for ch in x):
+            raise Invalid(f"invalid {what}: {x!r} must be one word")
+    return out
+
+
+def extra_hosts(v: Any, what: str = "ExtraHosts") -> list[str]:
+    """``host:ip`` lines for /etc/hosts (``host=ip`` as newer CLIs also write it)."""
+    out = []
+    for item in as_str_list(v, what):
+        sep = "=" if "=" in item else ":"
+        host, _, ip = item.partition(sep)
+        dns_name(host, f"{what} host")
+        if ip == "host-gateway":
+            raise Invalid(f"invalid {what}: host-gateway is not supported by nsnet")
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise Invalid(f"invalid {what}: {item!r}: {ip!r} is not an IP address") from None
+        out.append(f"{host}:{ip.strip('[]')}")
+    return out
+
+
+def links_list(v: Any, what: str) -> list[str]:
+    """``name:alias`` (a bare ``name`` is its own alias), both valid names."""
+    out = []
+    for ln in as_str_list(v, what):
+        name, _, alias = ln.partition(":")
+        dns_name(name.lstrip("/"), what)
+        dns_name(alias or name.lstrip("/"), what)
+        out.append(f"{name}:{alias or name}")
+    return out
+
+
 def endpoint_request(v: Any, what: str) -> EndpointRequest:
     d = as_dict(v, what)
     ipam = as_dict(d.get("IPAMConfig"), f"{what}.IPAMConfig")
-    gw = d.get("GwPriority") or 0
-    if not isinstance(gw, int):
-        raise Invalid(f"invalid {what}.GwPriority: expected a number")
-    links = as_str_list(d.get("Links"), f"{what}.Links")
+    gw = as_int(d.get("GwPriority"), f"{what}.GwPriority", -(1 << 31), (1 << 31) - 1)
+    aliases = as_str_list(d.get("Aliases"), f"{what}.Aliases")
+    for a in aliases:
+        dns_name(a, f"{what}.Aliases")
+    links = links_list(d.get("Links"), f"{what}.Links")
     return EndpointRequest(
-        ipv4_address=ipam.get("IPv4Address") or None,
-        ipv6_address=ipam.get("IPv6Address") or None,
-        aliases=as_str_list(d.get("Aliases"), f"{what}.Aliases") or None,
-        links=[ln if ":" in ln else f"{ln}:{ln}" for ln in links] or None,
+        ipv4_address=as_str(ipam.get("IPv4Address"), f"{what}.IPAMConfig.IPv4Address") or None,
+        ipv6_address=as_str(ipam.get("IPv6Address"), f"{what}.IPAMConfig.IPv6Address") or None,
+        aliases=aliases or None,
+        links=links or None,
         driver_opts=as_str_dict(d.get("DriverOpts"), f"{what}.DriverOpts") or None,
-        mac_address=d.get("MacAddress") or None,
+        mac_address=mac_address(d.get("MacAddress"), f"{what}.MacAddress"),
         gw_priority=gw,
     )

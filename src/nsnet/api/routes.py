@@ -27,23 +27,34 @@ from nsnet.api.app import (
     std_headers,
 )
 from nsnet.api.parse import (
+    abs_path,
     as_bool,
     as_dict,
+    as_str,
     as_str_dict,
     as_str_list,
     endpoint_request,
+    env_list,
+    extra_hosts,
     filters,
+    hostname,
+    ip_list,
     json_body,
+    links_list,
+    mac_address,
     qbool,
+    word_list,
 )
 from nsnet.api.server import mark_hijacked
+from nsnet.api.unsupported import CONFIG, EXEC_CONFIG, HOST_CONFIG, refuse_unsupported
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import Engine
-from nsnet.engine.networks import NetworkCreate, network_matches
+from nsnet.engine.networks import NetworkCreate, filter_regex, network_matches
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified, NsnetError, Unavailable
 from nsnet.model import Container, EndpointRequest, IPAMPool, new_id
 
 STDOUT, STDERR = 1, 2
+CONTAINER_FILTERS = ("name", "id", "status", "network", "label", "exited", "ancestor")
 
 
 def invalid_command(message: str) -> bool:
@@ -219,14 +230,19 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         if not isinstance(name, str):
             raise Invalid("invalid name: name is empty")
         ipam = as_dict(b.get("IPAM"), "IPAM")
+        configs = ipam.get("Config") or []
+        if not isinstance(configs, list):
+            raise Invalid("invalid IPAM.Config: expected a list")
         pools = []
-        for i, cfg in enumerate(ipam.get("Config") or []):
-            cfg = as_dict(cfg, f"IPAM.Config[{i}]")
+        for i, cfg in enumerate(configs):
+            w = f"IPAM.Config[{i}]"
+            cfg = as_dict(cfg, w)
             pools.append(IPAMPool(
-                subnet=cfg.get("Subnet") or "", gateway=cfg.get("Gateway") or None,
-                ip_range=cfg.get("IPRange") or None,
+                subnet=as_str(cfg.get("Subnet"), f"{w}.Subnet"),
+                gateway=as_str(cfg.get("Gateway"), f"{w}.Gateway") or None,
+                ip_range=as_str(cfg.get("IPRange"), f"{w}.IPRange") or None,
                 aux_addresses=as_str_dict(cfg.get("AuxiliaryAddresses"),
-                                          "AuxiliaryAddresses")))
+                                          f"{w}.AuxiliaryAddresses")))
         options = as_str_dict(b.get("Options"), "Options")
         v6 = b.get("EnableIPv6")
         if v6 is None:
@@ -235,14 +251,14 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             raise Invalid("invalid EnableIPv6: expected a boolean")
         v4 = b.get("EnableIPv4")
         nc = NetworkCreate(
-            name=name, driver=b.get("Driver") or "bridge",
+            name=name, driver=as_str(b.get("Driver"), "Driver") or "bridge",
             internal=as_bool(b.get("Internal"), "Internal"),
             attachable=as_bool(b.get("Attachable"), "Attachable"),
             enable_ipv4=True if v4 is None else as_bool(v4, "EnableIPv4"),
-            enable_ipv6=v6, ipam_driver=ipam.get("Driver") or "default",
+            enable_ipv6=v6, ipam_driver=as_str(ipam.get("Driver"), "IPAM.Driver") or "default",
             ipam_options=as_str_dict(ipam.get("Options"), "IPAM.Options") or None,
             pools=pools, options=options, labels=as_str_dict(b.get("Labels"), "Labels"),
-            scope=b.get("Scope") or "",
+            scope=as_str(b.get("Scope"), "Scope"),
         )
         if as_bool(b.get("ConfigOnly"), "ConfigOnly") or b.get("ConfigFrom"):
             raise Invalid("config-only networks are not supported by nsnet")
@@ -336,6 +352,9 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         if not isinstance(image, str) or not image:
             raise Invalid("config cannot be empty in order to create a container")
         hc = as_dict(b.get("HostConfig"), "HostConfig")
+        # Nothing nsnet would silently drop: see nsnet.api.unsupported.
+        refuse_unsupported(b, CONFIG)
+        refuse_unsupported(hc, HOST_CONFIG, "HostConfig.")
         nc = as_dict(b.get("NetworkingConfig"), "NetworkingConfig")
         eps_raw = as_dict(nc.get("EndpointsConfig"), "EndpointsConfig")
         endpoints: dict[str, EndpointRequest] = {}
@@ -343,27 +362,41 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             if v is None:
                 raise Invalid(f"invalid config for network {k}: EndpointsConfig is nil")
             endpoints[k] = endpoint_request(v, f"EndpointsConfig[{k}]")
-        mode = hc.get("NetworkMode") or "default"
-        if b.get("NetworkDisabled"):
+        mode = as_str(hc.get("NetworkMode"), "HostConfig.NetworkMode") or "default"
+        if as_bool(b.get("NetworkDisabled"), "NetworkDisabled"):
             mode = "none"
+        # API < 1.44 (docker-py's mac_address): the container-wide MAC belongs to the
+        # NetworkMode network's endpoint, as moby migrates it.
+        mac = mac_address(b.get("MacAddress"), "MacAddress")
+        if mac:
+            if mode in ("host", "none") or mode.startswith("container:"):
+                raise Invalid(f"conflicting options: MacAddress and the network mode {mode}")
+            key = mode
+            if mode == "default" and "default" not in endpoints:
+                key = "bridge"
+            er = endpoints.setdefault(key, EndpointRequest())
+            if er.mac_address and er.mac_address.lower() != mac.lower():
+                raise Invalid(f"conflicting MacAddress ({mac}) and EndpointsConfig[{key}]."
+                              f"MacAddress ({er.mac_address})")
+            er.mac_address = mac
         cmd = b.get("Cmd")
         entry = b.get("Entrypoint")
-        links = [ln if ":" in ln else f"{ln}:{ln}" for ln in
-                 as_str_list(hc.get("Links"), "Links")]
         cc = ContainerCreate(
-            image=image, name=req.query.get("name", ""),
+            image=image, name=as_str(req.query.get("name"), "name"),
             cmd=as_str_list(cmd, "Cmd") if cmd is not None else None,
             entrypoint=as_str_list(entry, "Entrypoint") or None if entry is not None else None,
-            env=as_str_list(b.get("Env"), "Env"), working_dir=b.get("WorkingDir") or "",
-            hostname=b.get("Hostname") or "", domainname=b.get("Domainname") or "",
-            user=b.get("User") or "", tty=bool(b.get("Tty")),
+            env=env_list(b.get("Env")), working_dir=abs_path(b.get("WorkingDir"), "WorkingDir"),
+            hostname=hostname(b.get("Hostname")),
+            domainname=hostname(b.get("Domainname"), "Domainname"),
+            user=as_str(b.get("User"), "User"), tty=as_bool(b.get("Tty"), "Tty"),
             labels=as_str_dict(b.get("Labels"), "Labels"), network_mode=mode,
-            endpoints=endpoints, dns=as_str_list(hc.get("Dns"), "Dns"),
-            dns_search=as_str_list(hc.get("DnsSearch"), "DnsSearch"),
-            dns_options=as_str_list(hc.get("DnsOptions"), "DnsOptions"),
-            extra_hosts=as_str_list(hc.get("ExtraHosts"), "ExtraHosts"), links=links,
-            auto_remove=bool(hc.get("AutoRemove")),
-            port_bindings=as_dict(hc.get("PortBindings"), "PortBindings"),
+            endpoints=endpoints, dns=ip_list(hc.get("Dns"), "HostConfig.Dns"),
+            dns_search=word_list(hc.get("DnsSearch"), "HostConfig.DnsSearch"),
+            dns_options=word_list(hc.get("DnsOptions"), "HostConfig.DnsOptions"),
+            extra_hosts=extra_hosts(hc.get("ExtraHosts"), "HostConfig.ExtraHosts"),
+            links=links_list(hc.get("Links"), "HostConfig.Links"),
+            auto_remove=as_bool(hc.get("AutoRemove"), "HostConfig.AutoRemove"),
+            port_bindings=as_dict(hc.get("PortBindings"), "HostConfig.PortBindings"),
         )
         if cc.tty:
             raise Invalid("a TTY (-t) is not supported by nsnet yet")
@@ -374,6 +407,12 @@ def build(engine: Engine, metrics: Any = None) -> Api:
     async def containers_list(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         show_all = qbool(req, "all")
         f = filters(req)
+        # Checked up front, so a bad filter is a 400 whether or not any container exists.
+        for k in f:
+            if k not in CONTAINER_FILTERS:
+                raise Invalid(f"invalid filter '{k}'")
+        for v in f.get("name", []):
+            filter_regex(v.lstrip("/"), "name")
         out = []
         for c in sorted(engine.containers.values(), key=lambda c: c.created, reverse=True):
             if not show_all and c.state.status != "running" and "status" not in f:
@@ -391,8 +430,7 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             if not vals:
                 continue
             if k == "name":
-                import re
-                if not any(re.search(v.lstrip("/"), c.name) for v in vals):
+                if not any(filter_regex(v.lstrip("/"), k).search(c.name) for v in vals):
                     return False
             elif k == "id":
                 if not any(c.id.startswith(v) for v in vals):
@@ -612,12 +650,15 @@ def build(engine: Engine, metrics: Any = None) -> Api:
             raise Invalid("No exec command specified")
         if c.state.status != "running":
             raise Conflict(f"container {c.id} is not running")
-        if b.get("Tty"):
+        if as_bool(b.get("Tty"), "Tty"):
             raise Invalid("a TTY (-t) is not supported by nsnet yet")
+        refuse_unsupported(b, EXEC_CONFIG)
         e = ExecRecord(id=new_id(), container_id=c.id, cmd=cmd,
-                       env=as_str_list(b.get("Env"), "Env"), workdir=b.get("WorkingDir") or "",
-                       user=b.get("User") or "",
-                       attach=bool(b.get("AttachStdout") or b.get("AttachStderr")))
+                       env=env_list(b.get("Env")),
+                       workdir=abs_path(b.get("WorkingDir"), "WorkingDir"),
+                       user=as_str(b.get("User"), "User"),
+                       attach=as_bool(b.get("AttachStdout"), "AttachStdout") or
+                       as_bool(b.get("AttachStderr"), "AttachStderr"))
         execs[e.id] = e
         return json_response({"Id": e.id}, status=201)
 

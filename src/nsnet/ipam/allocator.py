@@ -60,6 +60,8 @@ def pick_subnet(used: Iterable[IPNetwork], reserved: Iterable[IPNetwork]) -> IPN
 
 
 def parse_address(value: str, family: int | None = None) -> IPAddress:
+    if not isinstance(value, str):
+        raise Invalid(f"invalid IP address: {value!r}")
     try:
         addr = ipaddress.ip_address(value)
     except ValueError:
@@ -72,7 +74,21 @@ def parse_address(value: str, family: int | None = None) -> IPAddress:
     return addr
 
 
+# Ranges no container network may overlap: packets to them never leave a host (loopback),
+# are never unicast (multicast, limited broadcast), or mean "this host" (0.0.0.0/8, ::/128),
+# and IPv4-mapped IPv6 would alias the IPv4 space.
+RESERVED_SUBNETS: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32",
+    "::/128", "::1/128", "::ffff:0:0/96", "ff00::/8",
+))
+# The longest prefixes with room for a gateway and one endpoint besides the network (and, for
+# IPv4, broadcast) address the allocator never hands out.
+MAX_PREFIX = {4: 30, 6: 126}
+
+
 def parse_subnet(value: str) -> IPNetwork:
+    if not isinstance(value, str):
+        raise Invalid(f"invalid subnet {value!r}: not a CIDR address")
     try:
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
@@ -94,6 +110,14 @@ def validate_pools(pools: list[IPAMPool]) -> list[IPAMPool]:
                 raise Invalid("every ip-range or gateway must have a corresponding subnet")
             continue
         net = parse_subnet(p.subnet)
+        for r in RESERVED_SUBNETS:
+            if r.version == net.version and r.overlaps(net):
+                raise Invalid(f"invalid pool request: subnet {net} overlaps the reserved range "
+                              f"{r}")
+        if net.prefixlen > MAX_PREFIX[net.version]:
+            raise Invalid(f"invalid pool request: subnet {net} is too small: it must hold a "
+                          f"gateway and at least one endpoint (at most /"
+                          f"{MAX_PREFIX[net.version]})")
         for s in seen:
             if s.version == net.version and s.overlaps(net):
                 raise Invalid(f"invalid pool request: Pool overlaps with other one on this "
@@ -104,6 +128,12 @@ def validate_pools(pools: list[IPAMPool]) -> list[IPAMPool]:
             gwa = parse_address(p.gateway, net.version)
             if gwa not in net:
                 raise Invalid(f"invalid pool request: gateway {gwa} is not in subnet {net}")
+            if gwa == net.network_address:
+                raise Invalid(f"invalid pool request: gateway {gwa} is the network address of "
+                              f"{net}")
+            if net.version == 4 and gwa == net.broadcast_address:
+                raise Invalid(f"invalid pool request: gateway {gwa} is the broadcast address "
+                              f"of {net}")
             gw = str(gwa)
         rng = None
         if p.ip_range:
