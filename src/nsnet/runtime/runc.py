@@ -36,6 +36,7 @@ from nsnet.errors import Invalid, SystemError_
 from nsnet.fds import raise_fd
 from nsnet.runtime._fs import remove_tree, write_atomic
 from nsnet.runtime.rootfs_files import ensure_directory
+from nsnet.runtime.seccomp import build_profile, kernel_version
 from nsnet.runtime.users import UserIds, lookup_user, lookup_user_async
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,13 @@ _MOUNTS: Final[tuple[dict[str, Any], ...]] = (
     },
 )
 
+# Docker's list (moby daemon/pkg/oci/defaults.go): files that leak host state or let a
+# container poke hardware. /proc/interrupts and the per-CPU thermal_throttle counters are a
+# side channel (GHSA-6fw5-f8r9-fgfm), powercap's energy counters another (GHSA-jq35-85cj-fj4p).
 _MASKED_PATHS: Final = (
     "/proc/acpi",
     "/proc/asound",
+    "/proc/interrupts",
     "/proc/kcore",
     "/proc/keys",
     "/proc/latency_stats",
@@ -118,6 +123,23 @@ _MASKED_PATHS: Final = (
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
 )
+
+_CPU_SYSFS: Final = "/sys/devices/system/cpu"
+
+
+def _thermal_throttle_paths() -> tuple[str, ...]:
+    """The per-CPU thermal_throttle directories this host has: Docker masks those present,
+    and sysfs only has them on some CPUs (Intel's thermal driver)."""
+    try:
+        names = os.listdir(_CPU_SYSFS)
+    except OSError:
+        return ()
+    cpus = sorted((n for n in names if re.fullmatch(r"cpu\d+", n)), key=lambda n: int(n[3:]))
+    return tuple(
+        p for p in (f"{_CPU_SYSFS}/{n}/thermal_throttle" for n in cpus) if os.path.isdir(p)
+    )
+
+
 _READONLY_PATHS: Final = (
     "/proc/bus",
     "/proc/fs",
@@ -131,6 +153,10 @@ _NETNS_SYSCTLS: Final = {
     "net.ipv4.ping_group_range": "0 2147483647",
     "net.ipv4.ip_unprivileged_port_start": "0",
 }
+
+# Files holding a container's environment (config.json) or output (logs): root only, as
+# Docker's are (its logs are 0640 root:root under 0710 directories).
+_PRIVATE_FILE_MODE: Final = 0o600
 
 # runc's own rule for container ids, which also keeps them safe as path components.
 _CID = re.compile(r"[A-Za-z0-9_+\-.]+")
@@ -246,6 +272,11 @@ class Runc:
         self.cgroup_parent = cgroup_parent.rstrip("/")
         # Names this daemon's cgroups apart from another daemon's with the same container id.
         self._cg_tag = hashlib.sha256(str(self.exec_root).encode()).hexdigest()[:8]
+        # Host facts the seccomp profile and masks depend on: read once, not per container.
+        uname = os.uname()
+        self._machine = uname.machine
+        self._kernel = kernel_version(uname.release)
+        self._thermal_masks = _thermal_throttle_paths()
         self._background: set[asyncio.Task[Any]] = set()
         self._detached: dict[int, tuple[int, asyncio.Task[int]]] = {}
         for d in (self.state_root, self.exec_root / "containers", self.data_root / "containers"):
@@ -326,7 +357,9 @@ class Runc:
                 # through fds resolved inside the root, so a planted symlink reaches nothing.
                 ensure_directory(rootfs, process.cwd, proc["user"]["uid"], proc["user"]["gid"])
             config = self._config(cid, proc, hostname, netns_path, bind_files, readonly_binds)
-            write_atomic(bundle / "config.json", json.dumps(config).encode())
+            write_atomic(
+                bundle / "config.json", json.dumps(config).encode(), mode=_PRIVATE_FILE_MODE
+            )
         except BaseException:
             if mounted:
                 _umount_all(rootfs)
@@ -379,8 +412,13 @@ class Runc:
             },
             "cgroupsPath": self.cgroups_path(cid),
             "namespaces": namespaces,
-            "maskedPaths": list(_MASKED_PATHS),
+            "maskedPaths": [*_MASKED_PATHS, *self._thermal_masks],
             "readonlyPaths": list(_READONLY_PATHS),
+            # Docker's default profile for Docker's default capabilities; the bounding set
+            # decides, so a capability granted later widens the filter with it.
+            "seccomp": build_profile(
+                process["capabilities"]["bounding"], self._machine, self._kernel
+            ),
         }
         if netns_path is not None:
             ns = {"type": "network"}
@@ -446,13 +484,16 @@ class Runc:
         with contextlib.suppress(FileNotFoundError):
             runc_log.unlink()
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        out_fd = os.open(out_path, flags, 0o640)
+        out_fd = os.open(out_path, flags, _PRIVATE_FILE_MODE)
         try:
-            err_fd = os.open(err_path, flags, 0o640)
+            err_fd = os.open(err_path, flags, _PRIVATE_FILE_MODE)
         except BaseException:
             os.close(out_fd)
             raise
         try:
+            # A log kept from an older version (or a restart) may have been made 0640.
+            os.fchmod(out_fd, _PRIVATE_FILE_MODE)
+            os.fchmod(err_fd, _PRIVATE_FILE_MODE)
             err_size = os.fstat(err_fd).st_size
             proc = await asyncio.create_subprocess_exec(
                 *self._base_args(),
