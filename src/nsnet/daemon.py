@@ -20,6 +20,7 @@ from nsnet.api.server import HalfCloseServer
 from nsnet.engine.base import EngineConfig
 from nsnet.engine.core import Engine
 from nsnet.errors import NsnetError
+from nsnet.file_modes import restrict_children, restrict_files, secure_roots
 from nsnet.runtime.runc import become_subreaper
 
 log = logging.getLogger("nsnet.daemon")
@@ -52,6 +53,8 @@ async def serve(args: argparse.Namespace) -> int:
     config = EngineConfig(data_root=Path(args.data_root), exec_root=Path(args.exec_root),
                           default_bridge=args.default_bridge,
                           host_resolv_conf=Path(args.resolv_conf))
+    # Private before anything is stored in them (file_modes.py: who may read what).
+    secure_roots(config.data_root, config.exec_root)
     resolver = None
     metrics = None
     if not args.no_dns:
@@ -60,6 +63,10 @@ async def serve(args: argparse.Namespace) -> int:
         resolver = EmbeddedDNS(config)
         metrics = resolver.metrics_text
     engine = Engine(config, resolver)
+    # What the engine just made (directories, nsnet.db-wal/-shm) and what an older run left.
+    restrict_children(config.data_root)
+    restrict_children(config.exec_root)
+    restrict_files(engine.runc.private_files())
     if resolver is not None:
         resolver.attach(engine)
     try:

@@ -28,6 +28,8 @@ class Engine(NetworksMixin, ContainersMixin):
         self.config = config
         config.data_root.mkdir(parents=True, exist_ok=True)
         config.exec_root.mkdir(parents=True, exist_ok=True)
+        # Made now, private, rather than by the first container (nsnet.file_modes).
+        (config.exec_root / "sandboxes").mkdir(mode=0o700, exist_ok=True)
         self.store = LocalStore(config.data_root / "nsnet.db")
         self.ipam = Allocator(self.store)
         self.host = HostKernel(config.exec_root)

@@ -304,6 +304,18 @@ class Runc:
         d = self.data_dir(cid)
         return d / "stdout.log", d / "stderr.log"
 
+    def private_files(self) -> list[Path]:
+        """config.json and logs of every container on disk (its environment and its output),
+        for the daemon to make root-only at start (nsnet.file_modes)."""
+        out: list[Path] = []
+        for base, names in (
+            (self.exec_root / "containers", ("bundle/config.json",)),
+            (self.data_root / "containers", ("stdout.log", "stderr.log")),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                out += [base / cid / n for cid in os.listdir(base) for n in names]
+        return out
+
     def cgroups_path(self, cid: str) -> str:
         if self.cgroup_parent:
             return f"{self.cgroup_parent}/{self._cg_tag}-{cid}"
