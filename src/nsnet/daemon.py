@@ -16,7 +16,8 @@ from pathlib import Path
 from aiohttp import web
 
 from nsnet.api.routes import build
-from nsnet.api.server import HalfCloseServer
+from nsnet.api.server import ApiServer, Limits
+from nsnet.engine import crashpoints
 from nsnet.engine.base import EngineConfig
 from nsnet.engine.core import Engine
 from nsnet.errors import NsnetError
@@ -39,7 +40,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "nameservers and search domains are read from")
     p.add_argument("--log-level", default="info")
     p.add_argument("--no-dns", action="store_true", help="disable the embedded DNS server")
+    p.add_argument("--api-max-connections", type=_positive_int, default=Limits.max_connections,
+                   help="API connections open at once; past it a new one gets 503 "
+                   "(default %(default)s)")
+    p.add_argument("--api-header-timeout", type=_positive_float, default=Limits.header_timeout,
+                   help="seconds a connection may take to send complete request headers, from "
+                   "opening or from its previous response (also the keep-alive idle time; "
+                   "default %(default)s)")
+    p.add_argument("--api-body-timeout", type=_positive_float, default=Limits.body_timeout,
+                   help="seconds a request body may stall before the connection is closed "
+                   "(default %(default)s)")
     return p.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
 
 
 def socket_path(args: argparse.Namespace) -> Path:
@@ -77,7 +108,9 @@ async def serve(args: argparse.Namespace) -> int:
         return 1
     log.info("reconciled: %s", {k: v for k, v in report.items() if v})
     api = build(engine, metrics)
-    server = HalfCloseServer(api.dispatch, access_log=None)
+    limits = Limits(max_connections=args.api_max_connections,
+                    header_timeout=args.api_header_timeout, body_timeout=args.api_body_timeout)
+    server = ApiServer(api.dispatch, limits=limits, access_log=None)
     runner = web.ServerRunner(server, handle_signals=False)
     await runner.setup()
     sock = socket_path(args)
@@ -109,6 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # Test-only: NSNET_TESTING=1 NSNET_TEST_CRASH_AT=<op>.<step> (engine/crashpoints.py).
+        crashpoints.arm_from_env(os.environ)
+    except ValueError as e:
+        print(f"nsnetd: {e}", file=sys.stderr)
+        sys.exit(1)
     if os.geteuid() != 0:
         print("nsnetd: must run as root (it creates namespaces, links and firewall rules)",
               file=sys.stderr)
