@@ -123,15 +123,22 @@ class Daemon:
     def client(self) -> Client:
         return Client(f"unix://{self.socket}")
 
-    def start(self) -> None:
+    def start(self, crash_at: str | None = None) -> None:
+        """Start and wait for the API; ``crash_at`` arms a test crash point
+        (nsnet.engine.crashpoints): the daemon SIGKILLs itself when it gets there."""
         self.exec_root.mkdir(parents=True, exist_ok=True)
         cmd = ["nsenter", f"--net={self.host.path}", str(VENV_BIN / "nsnetd"),
                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
                "--resolv-conf", str(self.resolv_conf), "--log-level", "debug",
                *self.extra_args]
+        env = dict(os.environ)
+        env.pop("NSNET_TEST_CRASH_AT", None)
+        if crash_at:
+            env["NSNET_TESTING"] = "1"
+            env["NSNET_TEST_CRASH_AT"] = crash_at
         with open(self.root / "nsnetd.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -151,6 +158,24 @@ class Daemon:
         except OSError:
             return ""
         return "\n".join(lines[-n:])
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown code runs (containers keep running, as after a crash)."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def wait_crashed(self, timeout: float = 20) -> int:
+        """Wait for the daemon to die by itself (at an armed crash point); its exit status."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"nsnetd did not crash: {self.log_tail()}") from None
+        self.proc = None
+        return code
 
     def stop(self) -> None:
         if self.proc is None:
