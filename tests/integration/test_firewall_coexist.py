@@ -155,3 +155,14 @@ def test_forward_drop_set_later_is_repaired_by_reconcile(daemon: Daemon,
     assert "nsnet:deadbeef0000" not in ours(daemon.host)
     assert "deadbeef0000" in json.dumps(report)
     assert "-A FORWARD -i somebody0 -j ACCEPT" in iptables_s(daemon.host)
+    # The whole table re-made behind nsnet's back (new handles): a new network still gets its
+    # accepts there, and removing one whose rules went with the old table is no error.
+    sh("nft", "delete", "table", "ip", "filter", ns=daemon.host.name)
+    sh("iptables", "-P", "FORWARD", "DROP", ns=daemon.host.name)
+    n2 = c.networks.create({"Name": "later2"})["Id"]
+    assert len(ours(daemon.host)[f"nsnet:{n2[:12]}"]) == 2
+    c.containers.remove(p, force=True)
+    c.containers.remove(q, force=True)
+    c.networks.remove("late")
+    c.networks.remove("later2")
+    assert f"nsnet:{n2[:12]}" not in ours(daemon.host)

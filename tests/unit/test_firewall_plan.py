@@ -105,20 +105,22 @@ def test_ours_in_reads_only_our_comments() -> None:
 
 def test_foreign_sync_writes_nothing_when_right_and_rewrites_otherwise() -> None:
     wanted = [("iifname", "br-a"), ("oifname", "br-a")]
-    right = [(4, ("oifname", "br-a")), (3, ("iifname", "br-a"))]
-    assert ff.sync_plan("ip", "aaa", wanted, right) == []
+    right: list[ff.Present] = [(4, ("oifname", "br-a")), (3, ("iifname", "br-a"))]
+    assert ff.sync_changes(wanted, right) == ([], [])
+    # Inserted by this process (handle not read back yet) counts as present too.
+    assert ff.sync_changes(wanted, [(None, ("oifname", "br-a")), (None, ("iifname", "br-a"))]) \
+        == ([], [])
     # A flushed chain: both inserted.
-    assert ff.sync_plan("ip", "aaa", wanted, []) == [
-        ff.insert_command("ip", "aaa", r) for r in wanted]
+    assert ff.sync_changes(wanted, []) == ([], wanted)
     # A duplicate, a stranger shape, a renamed bridge: ours go, the wanted ones come back.
     for present in ([*right, (9, ("iifname", "br-a"))], [right[0], (9, None)],
                     [(3, ("iifname", "br-old")), (4, ("oifname", "br-old"))]):
-        plan = ff.sync_plan("ip", "aaa", wanted, present)
-        assert plan[:len(present)] == [ff.delete_command("ip", h) for h, _ in present]
-        assert plan[len(present):] == [ff.insert_command("ip", "aaa", r) for r in wanted]
+        assert ff.sync_changes(wanted, present) == (present, wanted)
     # Nothing wanted (no subnet of this family): only deletes.
-    assert ff.sync_plan("ip6", "aaa", [], right) == [ff.delete_command("ip6", 4),
-                                                     ff.delete_command("ip6", 3)]
+    assert ff.sync_changes([], right) == (right, [])
+    assert ff.commands("ip6", [("aaa", p) for p in right], [("bbb", wanted[0])]) == [
+        ff.delete_command("ip6", 4), ff.delete_command("ip6", 3),
+        ff.insert_command("ip6", "bbb", wanted[0])]
 
 
 _sig = st.one_of(st.none(), st.tuples(st.sampled_from(["iifname", "oifname"]),
@@ -129,19 +131,20 @@ _sig = st.one_of(st.none(), st.tuples(st.sampled_from(["iifname", "oifname"]),
 @given(present=st.lists(_sig, max_size=5), v6=st.booleans())
 def test_foreign_sync_converges_in_one_step(present: list[tuple[str, str] | None],
                                             v6: bool) -> None:
-    """Applying a plan to the chain leaves nothing for the next reconcile to do."""
+    """Applying the commands to the chain leaves nothing for the next reconcile to do."""
     subnets = ("10.0.0.0/24", "fd00::/64") if v6 else ("10.0.0.0/24",)
     wanted = ff.wanted_rules("br-a", subnets, "ip6")
-    chain = list(enumerate(present, start=1))
-    plan = ff.sync_plan("ip6", "aaa", wanted, chain)
+    chain: list[ff.Present] = list(enumerate(present, start=1))
+    deletes, inserts = ff.sync_changes(wanted, chain)
     next_handle = len(chain) + 1
-    for cmd in plan:
+    for cmd in ff.commands("ip6", [("aaa", p) for p in deletes], [("aaa", r) for r in inserts]):
         if cmd.startswith("delete rule"):
             handle = int(cmd.rsplit(" ", 1)[1])
             chain = [(h, s) for h, s in chain if h != handle]
         else:
+            assert 'comment "nsnet:aaa"' in cmd
             key, name = cmd.split()[5:7]
             chain.append((next_handle, (key, name.strip('"'))))
             next_handle += 1
     assert sorted(s for _, s in chain if s is not None) == sorted(wanted)
-    assert ff.sync_plan("ip6", "aaa", wanted, chain) == []
+    assert ff.sync_changes(wanted, chain) == ([], [])

@@ -129,6 +129,8 @@ class Firewall:
         self.foreign = ForeignForward(self._nft)
 
     def ensure_base(self) -> None:
+        # Called by reconcile first: the rules kept of other tables are read afresh too.
+        self.foreign.invalidate()
         self._nft.run(base_plan())
         self._base_done = True
 
