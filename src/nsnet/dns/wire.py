@@ -57,6 +57,9 @@ _RR_A: Final = b"\xc0\x0c" + struct.pack(">HHIH", TYPE_A, CLASS_IN, TTL, 4)
 _RR_AAAA: Final = b"\xc0\x0c" + struct.pack(">HHIH", TYPE_AAAA, CLASS_IN, TTL, 16)
 _OPT_RR: Final = b"\x00" + struct.pack(">HHIH", TYPE_OPT, EDNS_PAYLOAD, 0, 0)
 
+# Name bytes dnspython's text form leaves as they are (plus the label separator).
+_PLAIN: Final = bytes(b for b in range(0x21, 0x7F) if b not in b'"().;\\@$') + b"."
+
 # id, flags, qname (lowercase text, no trailing dot), qtype, qclass, question bytes,
 # EDNS payload size or None
 Query = tuple[int, int, str, int, int, bytes, int | None]
@@ -94,8 +97,10 @@ def parse_query(data: bytes) -> Query | None:
         return None
     qtype, qclass = _TYPE_CLASS.unpack_from(data, pos + 1)
     raw = b".".join(labels)
-    # A label holding a dot byte would alias another name in text form; let dnspython escape it.
-    if labels and raw.count(b".") != len(labels) - 1:
+    # A label holding a dot byte would alias another name in text form, and dnspython writes
+    # spaces, control bytes, non-ASCII and ``"().;\@$`` escaped (``\000``): such a name goes to
+    # the slow path, so both paths give one name one text form.
+    if labels and (raw.count(b".") != len(labels) - 1 or raw.translate(None, _PLAIN)):
         return None
     qname = raw.lower().decode("latin-1")
     edns: int | None = None
