@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 from helpers import exec_, run, sandbox, wait_for
 
-from nsnet.testing.hosts import Daemon, daemon_host
+from nsnet.testing.hosts import Daemon, TestHost, daemon_host
 
 pytestmark = pytest.mark.root
 
@@ -192,3 +192,29 @@ def test_slow_and_idle_clients_are_cut_off(
     finally:
         for s in [*silent, slow_headers, slow_body]:
             s.close()
+
+
+# Holds 1,100 descriptors, then writes a table inside a namespace through libnftables.
+NFT_PROBE = """
+import os, resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+assert max(held) > 1024
+from nsnet.kernel.nft import run_in_namespace
+run_in_namespace(sys.argv[1], "add table ip nsnet-probe\\n")
+print("ok", flush=True)
+"""
+
+
+def test_libnftables_with_over_1024_descriptors_open() -> None:
+    host = TestHost.create()
+    try:
+        p = subprocess.run([sys.executable, "-c", NFT_PROBE, host.path], capture_output=True,
+                           text=True, timeout=60)
+        assert (p.returncode, p.stdout.strip()) == (0, "ok"), p.stderr[-500:]
+        tables = [t["table"]["name"] for t in host.nft_json("list", "tables")
+                  if "table" in t]  # type: ignore[index]
+        assert tables == ["nsnet-probe"]
+    finally:
+        host.destroy()
