@@ -22,6 +22,16 @@ class Sandbox:
     ns_path: str | None  # None: the container shares the host's namespace
 
 
+def endpoint_addresses(ep: Endpoint) -> list[str]:
+    """The endpoint's addresses as ``addr/len``, IPv4 first."""
+    out = []
+    if ep.ipv4:
+        out.append(f"{ep.ipv4}/{ep.ipv4_prefixlen}")
+    if ep.ipv6:
+        out.append(f"{ep.ipv6}/{ep.ipv6_prefixlen}")
+    return out
+
+
 class Driver(Protocol):
     name: str
     # Whether containers on this driver's networks get an interface and an address.
@@ -37,7 +47,11 @@ class Driver(Protocol):
         """Remove them; idempotent."""
 
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
-        """Create ``ep.ifname`` inside the sandbox with ``ep``'s addresses (no default route)."""
+        """Create ``ep.ifname`` inside the sandbox with ``ep``'s addresses (no default route).
+
+        Without an IPv6 address the interface gets no IPv6 at all (no ``fe80::``); once up,
+        its addresses are announced (gratuitous ARP, unsolicited NA) because its MAC is new.
+        """
 
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         """Take the endpoint out of use at once; the link may be deleted off the request path."""

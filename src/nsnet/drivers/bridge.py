@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from nsnet.drivers.base import TAG, Sandbox
+from nsnet.drivers.base import TAG, Sandbox, endpoint_addresses
 from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.host import HostKernel, open_ns_fd, sysctl_set
@@ -193,20 +193,22 @@ class BridgeDriver:
                 # A stale cached index (bridge re-made behind our back): look it up again.
                 self._index_cache.pop(bridge_name(net), None)
                 master = self._bridge_index(net)
+        sock = None
         try:
             if isolate and idx is not None:
                 self.host.links.set_isolated(idx, True)
-            addrs = []
-            if ep.ipv4:
-                addrs.append(f"{ep.ipv4}/{ep.ipv4_prefixlen}")
-            if ep.ipv6:
-                addrs.append(f"{ep.ipv6}/{ep.ipv6_prefixlen}")
+            addrs = endpoint_addresses(ep)
+            sock = self.host.prepare_interface(sb.ns_path, ep.ifname, ipv6=ep.ipv6 is not None)
             with self.host.sandbox_links(sb.ns_path) as links:
                 links.configure_endpoint(ep.ifname, addrs, None, None)
         except BaseException:
+            if sock is not None:
+                sock.close()
             if ep.host_ifname:
                 self.host.links.delete(ep.host_ifname)
             raise
+        # The address may have had another MAC a moment ago (restart, re-create): tell peers.
+        self.host.announcer.announce(sock, ep.ifname, addrs)
 
     def stale_ports(self, net: Network, owned: set[str]) -> list[str]:
         """veths on this network's bridge that no endpoint owns (left by a crash).

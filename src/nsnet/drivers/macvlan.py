@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
-from nsnet.drivers.base import TAG, Sandbox
+from nsnet.drivers.base import TAG, Sandbox, endpoint_addresses
 from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
 from nsnet.kernel.host import HostKernel, open_ns_fd
 from nsnet.model import Endpoint, Network
@@ -213,18 +213,25 @@ class MacvlanDriver:
         with open_ns_fd(sb.ns_path) as fd:
             self.host.links.add_macvlan_into(ep.ifname, pidx, self._mode(net), ep.mac, fd, mtu,
                                              kind=self.kind)
+        sock = None
         try:
-            addrs = []
-            if ep.ipv4:
-                addrs.append(f"{ep.ipv4}/{ep.ipv4_prefixlen}")
-            if ep.ipv6:
-                addrs.append(f"{ep.ipv6}/{ep.ipv6_prefixlen}")
+            addrs = endpoint_addresses(ep)
+            sock = self.host.prepare_interface(sb.ns_path, ep.ifname, ipv6=ep.ipv6 is not None)
             with self.host.sandbox_links(sb.ns_path) as links:
                 links.configure_endpoint(ep.ifname, addrs, None, None)
         except BaseException:
+            if sock is not None:
+                sock.close()
             with self.host.sandbox_links(sb.ns_path) as links:
                 links.delete(ep.ifname)
             raise
+        # The segment's router and peers may hold this address with an older MAC (an
+        # ipvlan's MAC is its parent's: the announcer reads it from the link). ipvlan L3
+        # links have no neighbours to tell.
+        if self.kind == "ipvlan" and self._mode(net) != "l2":
+            sock.close()
+        else:
+            self.host.announcer.announce(sock, ep.ifname, addrs)
 
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         if not sb.ns_path:

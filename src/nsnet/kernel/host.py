@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,8 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from nsnet.errors import Invalid
+from nsnet.kernel.announce import Announcer
 from nsnet.kernel.firewall import Firewall
 from nsnet.kernel.links import LinkReaper, Links
 from nsnet.kernel.netns import NamespaceThread
@@ -23,6 +26,7 @@ class HostKernel:
         self.firewall = Firewall()
         self.reaper = LinkReaper()
         self.routes = RouteWatcher()
+        self.announcer = Announcer()
         # Sandbox -> container-side names whose pair is queued for deletion.
         self._dying: dict[str, set[str]] = {}
         self._dying_lock = threading.Lock()
@@ -57,6 +61,7 @@ class HostKernel:
             self.reaper.flush()
 
     def close(self) -> None:
+        self.announcer.close()
         self.routes.close()
         self.reaper.close()
         self.firewall.close()
@@ -71,6 +76,30 @@ class HostKernel:
             yield links
         finally:
             links.close()
+
+    def prepare_interface(self, ns_path: str, ifname: str, ipv6: bool) -> socket.socket:
+        """One hop into the sandbox while its new interface is still down.
+
+        Without ``ipv6`` the interface's IPv6 is switched off before it ever comes up, so no
+        ``fe80::`` appears (Docker 26+ does the same): with one, glibc sorts a round-robin
+        name's answers by RFC 6724 and every client picks the same replica. ``lo`` keeps
+        ``::1``. Returns the packet socket that will announce the interface once it is up
+        (see ``Announcer``). /proc/sys/net is the opener's namespace's, so the sysctl is
+        written by the namespace thread; the socket works from any thread afterwards.
+        """
+        if not ifname or "/" in ifname or ifname in (".", ".."):
+            raise Invalid(f"invalid interface name {ifname!r}")
+
+        def job() -> socket.socket:
+            if not ipv6:
+                try:
+                    with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+                        f.write("1")
+                except FileNotFoundError:
+                    pass  # a kernel without IPv6: nothing to switch off
+            return socket.socket(socket.AF_PACKET, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+
+        return self.ns.call_in(ns_path, job)
 
 
 def sysctl_set(key: str, value: str) -> None:
