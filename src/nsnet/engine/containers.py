@@ -7,6 +7,7 @@ import signal
 from dataclasses import dataclass, field
 
 from nsnet.engine.base import NAME_RE, ContainerWaiters, EngineBase, log
+from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.sandboxes import SandboxesMixin, validate_endpoint_request
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified
@@ -145,6 +146,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
         if mode == "host":
             c.hostname = req.hostname or _host_hostname()
         self.save_container(c)
+        crash_point("create.saved")
         self.waiters[c.id] = ContainerWaiters()
         return c
 
@@ -175,7 +177,9 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                     {"/etc/hosts": etc / "hosts", "/etc/resolv.conf": etc / "resolv.conf",
                      "/etc/hostname": etc / "hostname"},
                 )
+                crash_point("start.sandbox_ready")
                 pid = await self.runc.start(c.id)
+                crash_point("start.runc_started")
             except BaseException as e:
                 undo.rollback()
                 self.teardown_sandbox(c)
@@ -199,6 +203,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             c.state.started_at = now_rfc3339()
             c.state.finished_at = "0001-01-01T00:00:00Z"
             self.save_container(c)
+            crash_point("start.saved")
             self.waiters.setdefault(c.id, ContainerWaiters())
             self.exit_tasks[c.id] = asyncio.create_task(self._watch(c.id, pid))
 
@@ -216,8 +221,15 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             c.state.pid = 0
             c.state.finished_at = now_rfc3339()
             try:
-                self.teardown_sandbox(c)
+                self.teardown_kernel(c)
+                crash_point("exit.sandbox_removed")
+                # Addresses freed once no link uses them, in the transaction that records the
+                # exit: never free while a stored endpoint (or a live namespace) holds them. A
+                # failed kernel teardown keeps them claimed; reconcile finishes it.
+                self.forget_endpoints(c)
+                crash_point("exit.saved")
                 await self.runc.delete(cid)
+                crash_point("exit.runc_deleted")
             except Exception:  # noqa: BLE001 - the exit is recorded whatever cleanup says
                 log.exception("cleaning up after %s exited (reconcile will retry)", c.short_id)
             finally:
@@ -248,6 +260,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             raise NotModified("container already stopped")
         task = self.exit_tasks.get(c.id)
         await self.runc.kill(c.id, first)
+        crash_point("stop.signalled")
         if task is not None:
             if t >= 0:
                 try:
@@ -323,9 +336,12 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                     continue  # started while we waited for the lock: stop it first
                 self.teardown_sandbox(c)
                 await self.runc.delete(c.id)
+                crash_point("rm.runc_deleted")
                 self.runc.remove_data(c.id)
                 _rmtree(self.etc_dir(c))
+                crash_point("rm.data_removed")
                 self.store.delete("container", c.id)
+                crash_point("rm.forgotten")
                 self.containers.pop(c.id, None)
                 break
         else:

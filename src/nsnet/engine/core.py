@@ -14,10 +14,11 @@ from nsnet.engine.base import ContainerWaiters, EngineConfig, log
 from nsnet.engine.containers import ContainersMixin
 from nsnet.engine.networks import NetworksMixin
 from nsnet.engine.resolver import NoResolver, ResolverHooks
+from nsnet.errors import NsnetError
 from nsnet.ipam.allocator import Allocator
 from nsnet.kernel import netns
 from nsnet.kernel.host import HostKernel
-from nsnet.model import Container, Network
+from nsnet.model import Container, Endpoint, Network
 from nsnet.runtime.images import ImageStore
 from nsnet.runtime.runc import Runc
 from nsnet.store.local import LocalStore
@@ -71,7 +72,8 @@ class Engine(NetworksMixin, ContainersMixin):
         report: dict[str, Any] = {"networks_rebuilt": [], "containers_lost": [],
                                   "links_removed": [], "namespaces_removed": [],
                                   "chains_removed": [], "addresses_released": 0,
-                                  "runc_removed": []}
+                                  "addresses_reclaimed": 0, "address_conflicts": [],
+                                  "endpoints_restored": [], "runc_removed": []}
         self.host.firewall.ensure_base()
         for net in list(self.networks.values()):
             drv = self.drivers.get(net.driver)
@@ -84,33 +86,29 @@ class Engine(NetworksMixin, ContainersMixin):
             except Exception:  # noqa: BLE001
                 log.exception("rebuilding network %s", net.name)
         # Containers the store thinks are running: adopt the live ones, close the dead ones.
-        for c in list(self.containers.values()):
-            if c.state.status != "running":
-                continue
-            if c.id in self.exit_tasks:
-                continue
+        # The live ones first: their addresses are claimed before any teardown frees one.
+        unwatched = [c for c in self.containers.values()
+                     if c.state.status == "running" and c.id not in self.exit_tasks]
+        dead = []
+        for c in unwatched:
             alive = c.state.pid > 0 and _pid_alive(c.state.pid) and (
                 c.network_mode == "host" or os.path.exists(self.ns_path(c)))
             if alive:
                 self.exit_tasks[c.id] = asyncio.create_task(self._watch(c.id, c.state.pid))
-                for a in c.attachments:
-                    anet = self.networks.get(a.network_id)
-                    restore = getattr(self.drivers.get(anet.driver) if anet else None,
-                                      "restore", None)
-                    if a.endpoint is not None and anet is not None and restore is not None:
-                        try:
-                            restore(anet, a.endpoint, Sandbox(c.id, c.sandbox_key or None))
-                        except Exception:  # noqa: BLE001
-                            log.exception("restoring %s on %s", c.short_id, anet.name)
-                if c.sandbox_key and self.on_user_network(c):
-                    self.resolver.sandbox_up(c, c.sandbox_key)
-                for a in c.attachments:
-                    if a.endpoint is not None and a.network_id in self.networks:
-                        self.resolver.endpoint_up(c, self.networks[a.network_id], a.endpoint)
+                self._adopt(c, report)
             else:
-                report["containers_lost"].append(c.name)
-                # The exit status died with the previous daemon; 255 says "unknown".
-                await self.container_exited(c.id, 255)
+                dead.append(c)
+        for c in dead:
+            report["containers_lost"].append(c.name)
+            # The exit status died with the previous daemon; 255 says "unknown".
+            await self.container_exited(c.id, 255)
+        # Not running yet stored with endpoints: an exit whose kernel teardown failed.
+        for c in list(self.containers.values()):
+            if c.state.status != "running" and any(a.endpoint for a in c.attachments):
+                try:
+                    self.teardown_sandbox(c)
+                except Exception:  # noqa: BLE001
+                    log.exception("releasing the endpoints of stopped %s", c.short_id)
         owned_links = set()
         live_eps = set()
         for c in self.containers.values():
@@ -161,6 +159,79 @@ class Engine(NetworksMixin, ContainersMixin):
                 await self.runc.delete(cid)
                 report["runc_removed"].append(cid)
         return report
+
+    def _adopt(self, c: Container, report: dict[str, Any]) -> None:
+        """A container that outlived the daemon: its endpoints as stored, in the kernel (links
+        up, default route), in IPAM (addresses claimed) and in the resolver; what a restore
+        changed (a re-made veth's name) written back, or the next reconcile would delete it."""
+        before = c.to_dict()
+        for a in c.attachments:
+            anet = self.networks.get(a.network_id)
+            if a.endpoint is None or anet is None:
+                continue
+            self._reclaim(c, anet, a.endpoint, report)
+            restore = getattr(self.drivers.get(anet.driver), "restore", None)
+            if restore is not None:
+                try:
+                    restore(anet, a.endpoint, Sandbox(c.id, c.sandbox_key or None))
+                except Exception:  # noqa: BLE001
+                    log.exception("restoring %s on %s", c.short_id, anet.name)
+        if c.sandbox_key:
+            self._revive_sandbox(c)
+        if c.sandbox_key and self.on_user_network(c):
+            self.resolver.sandbox_up(c, c.sandbox_key)
+        for a in c.attachments:
+            if a.endpoint is not None and a.network_id in self.networks:
+                self.resolver.endpoint_up(c, self.networks[a.network_id], a.endpoint)
+        try:
+            # A crash between a disconnect's save and its file updates leaves stale names.
+            self.write_etc_files(c)
+        except OSError:
+            log.exception("rewriting /etc files of %s", c.short_id)
+        if c.to_dict() != before:
+            self.save_container(c)
+            report["endpoints_restored"].append(c.name)
+
+    def _reclaim(self, c: Container, net: Network, ep: Endpoint,
+                 report: dict[str, Any]) -> None:
+        """Claim a stored endpoint's addresses in IPAM again if a crash left them free."""
+        for addr, fam in ((ep.ipv4, 4), (ep.ipv6, 6)):
+            if not addr:
+                continue
+            owner = self.store.ipam_owner(net.id, addr)
+            if owner == ep.id:
+                continue
+            if owner is None:
+                try:
+                    self.ipam.allocate(net, ep.id, fam, requested=addr)
+                    report["addresses_reclaimed"] += 1
+                except NsnetError as e:
+                    log.error("cannot claim %s of %s on %s again: %s", addr, c.short_id,
+                              net.name, e.message)
+                    report["address_conflicts"].append(f"{net.name}:{addr}")
+                continue
+            # Only a state written before this ordering existed can get here.
+            log.error("%s of %s on %s is held by endpoint %s too", addr, c.short_id, net.name,
+                      owner[:12])
+            report["address_conflicts"].append(f"{net.name}:{addr}")
+
+    def _revive_sandbox(self, c: Container) -> None:
+        """Links a cut-short disconnect left down come back up, with the default route the
+        store marks (a link going down takes its routes along), or a new pick if none is."""
+        try:
+            with self.host.sandbox_links(c.sandbox_key) as links:
+                for a in c.attachments:
+                    ep = a.endpoint
+                    if ep is None or not links.exists(ep.ifname):
+                        continue
+                    links.set_up(ep.ifname)
+                    if ep.default_route and ep.gateway:
+                        links.set_default_route(ep.ifname, ep.gateway, 4)
+                    if ep.default_route and ep.ipv6_gateway:
+                        links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
+            self.pick_default_route(c)
+        except (OSError, NsnetError):
+            log.exception("reviving the links of %s", c.short_id)
 
     async def close(self) -> None:
         for t in list(self.exit_tasks.values()):

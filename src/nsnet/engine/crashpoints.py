@@ -34,7 +34,8 @@ POINTS: dict[str, str] = {
     "network_create.saved": "network stored, reply not sent",
     "network_rm.kernel_removed": "firewall chains gone, bridge queued for deletion, network "
                                  "and its allocations still stored",
-    "network_rm.forgotten": "network and its allocations gone from the store, reply not sent",
+    "network_rm.forgotten": "network and its allocations gone from the store (one "
+                            "transaction), reply not sent",
     "create.saved": "container stored (created), reply not sent",
     "start.namespace_made": "sandbox namespace made, nothing stored",
     "start.endpoint_joined": "first endpoint's address claimed and its link made in the "
@@ -46,16 +47,17 @@ POINTS: dict[str, str] = {
                                "stored",
     "connect.sandbox_updated": "default route, resolver and /etc files updated, endpoint not "
                                "stored",
-    "connect.saved": "endpoint and its address stored, reply not sent",
+    "connect.saved": "endpoint and its address stored (one transaction with the claim), reply "
+                     "not sent",
     "disconnect.kernel_left": "endpoint's links down and queued for deletion, endpoint and "
                               "address still stored",
-    "disconnect.addresses_released": "address freed in the store, container still stored with "
-                                     "the endpoint",
-    "disconnect.saved": "container stored without the endpoint, reply not sent",
+    "disconnect.saved": "container stored without the endpoint and its address freed (one "
+                        "transaction), resolver and /etc files not updated",
     "stop.signalled": "stop signal sent to the container, its exit not handled",
     "exit.sandbox_removed": "container exited; its namespace and links are gone, it is still "
-                            "stored as running with its endpoints",
-    "exit.saved": "container stored as exited without endpoints, runc state not deleted",
+                            "stored as running with its endpoints and addresses",
+    "exit.saved": "container stored as exited without endpoints, addresses freed (one "
+                  "transaction), runc state not deleted",
     "exit.runc_deleted": "runc state and bundle deleted after the exit",
     "rm.runc_deleted": "runc state and bundle of a stopped container deleted, still stored",
     "rm.data_removed": "writable layer, logs and /etc files removed, still stored",

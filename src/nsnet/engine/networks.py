@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from nsnet.engine.base import NAME_RE, EngineBase, log
+from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
 from nsnet.ipam.allocator import default_gateway, pick_subnet, validate_pools
@@ -177,7 +178,9 @@ class NetworksMixin(EngineBase):
         with Undo() as undo:
             drv.create_network(net)
             undo.push(drv.delete_network, net)
+            crash_point("network_create.kernel_made")
             self.save_network(net)
+        crash_point("network_create.saved")
         log.info("network %s (%s) created", net.name, net.short_id)
         return net
 
@@ -210,8 +213,11 @@ class NetworksMixin(EngineBase):
             raise Forbidden(f"error while removing network: network {net.name} id {net.id} has "
                             f"active endpoints ({desc})")
         self.driver_of(net).delete_network(net)
-        self.store.delete("network", net.id)
-        self.ipam.release_network(net.id)
+        crash_point("network_rm.kernel_removed")
+        with self.store.transaction():
+            self.store.delete("network", net.id)
+            self.ipam.release_network(net.id)
+        crash_point("network_rm.forgotten")
         self.networks.pop(net.id, None)
         self.resolver.network_removed(net)
         log.info("network %s (%s) removed", net.name, net.short_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nsnet.drivers.base import Sandbox
 from nsnet.engine.base import EngineBase, log
+from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
 from nsnet.kernel import netns
@@ -108,9 +109,11 @@ class SandboxesMixin(EngineBase):
         with self.host.sandbox_links(path) as links:
             links.loopback_up()
         c.sandbox_key = path
+        crash_point("start.namespace_made")
         if c.network_mode != "none":
             for a in c.attachments:
                 self.join(c, a, path, undo)
+                crash_point("start.endpoint_joined")
             self.pick_default_route(c)
         self.write_etc_files(c)
         if self.on_user_network(c):
@@ -178,8 +181,13 @@ class SandboxesMixin(EngineBase):
             ep.default_route = True
             return
 
-    def release_endpoint(self, c: Container, a: Attachment, kernel: bool) -> None:
-        """Give back what an endpoint holds; ``kernel`` False when the namespace goes anyway."""
+    # Ending an endpoint is two steps, kernel first and store last ("mark first, free last"):
+    # an address is free in the store only once no stored endpoint and no link uses it, so a
+    # crash between the steps can never hand one address to two containers (issue 8).
+
+    def leave_endpoint(self, c: Container, a: Attachment, kernel: bool) -> None:
+        """Take an endpoint out of the resolver and the kernel; it stays stored and keeps its
+        address until ``free_endpoint``. ``kernel`` False when the namespace goes anyway."""
         ep = a.endpoint
         if ep is None:
             return
@@ -192,21 +200,51 @@ class SandboxesMixin(EngineBase):
                 # The namespace's death takes the veth with it; this only makes it quicker
                 # to vanish from the host's view and from leak checks.
                 self.host.reaper.delete_later(ep.host_ifname)
+
+    def free_endpoint(self, a: Attachment) -> None:
+        """Give back the endpoint's addresses and forget it, after ``leave_endpoint``; inside
+        the store transaction that saves the container without it.
+
+        Only an address this endpoint holds is released: after a crash of an older version,
+        another endpoint may hold it now, and freeing it would hand it out a second time."""
+        ep = a.endpoint
+        if ep is None:
+            return
         for addr in (ep.ipv4, ep.ipv6):
-            if addr:
+            if not addr:
+                continue
+            owner = self.store.ipam_owner(a.network_id, addr)
+            if owner is None or owner == ep.id:
                 self.ipam.release(a.network_id, addr)
+            else:
+                log.warning("%s on network %s is held by endpoint %s, not by %s: kept",
+                            addr, a.network_id[:12], owner[:12], ep.id[:12])
         a.endpoint = None
 
     def teardown_sandbox(self, c: Container) -> None:
-        """Idempotent: called on exit, on failed start, and at reconcile."""
+        """Idempotent: called on exit, on failed start, at removal and at reconcile."""
+        self.teardown_kernel(c)
+        self.forget_endpoints(c)
+
+    def teardown_kernel(self, c: Container) -> None:
+        """The namespace, its links and its resolver go; the store still has the endpoints."""
         for a in c.attachments:
             try:
-                self.release_endpoint(c, a, kernel=False)
+                self.leave_endpoint(c, a, kernel=False)
             except Exception:  # noqa: BLE001
                 log.exception("releasing endpoint of %s", c.short_id)
         self.resolver.sandbox_down(c)
         netns.remove(self.ns_path(c))
         c.sandbox_key = ""
+
+    def forget_endpoints(self, c: Container) -> None:
+        """After ``teardown_kernel``: addresses freed and the container saved without its
+        endpoints (and with whatever state the caller set), in one transaction."""
+        with self.store.transaction():
+            for a in c.attachments:
+                self.free_endpoint(a)
+            if c.id in self.containers:
+                self.save_container(c)
 
     # -- /etc files -------------------------------------------------------------------------
 
@@ -340,18 +378,23 @@ class SandboxesMixin(EngineBase):
         a = existing or Attachment(network_id=net.id, request=req)
         a.request = req
         was_user = self.on_user_network(c)
-        with Undo() as undo:
+        # One transaction from the address claim (in join) to the save: a crash anywhere in
+        # between stores neither, and reconcile removes the links it left.
+        with Undo() as undo, self.store.transaction():
             if existing is None:
                 c.attachments.append(a)
                 undo.push(c.attachments.remove, a)
             ep = self.join(c, a, c.sandbox_key, undo)
+            crash_point("connect.endpoint_joined")
             self.pick_default_route(c)
             self.resolver.endpoint_up(c, net, ep)
             undo.push(self.resolver.endpoint_down, c, net, ep)
             if user_defined(net) and self.on_user_network(c):
                 self.resolver.sandbox_up(c, c.sandbox_key)
             self.write_etc_files(c, hosts_only=was_user == self.on_user_network(c))
+            crash_point("connect.sandbox_updated")
             self.save_container(c)
+        crash_point("connect.saved")
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
         c = self.find_container(c_ref)
@@ -376,16 +419,24 @@ class SandboxesMixin(EngineBase):
         if a.endpoint is not None:
             was_gateway = a.endpoint.default_route
             was_user = self.on_user_network(c)
-            self.release_endpoint(c, a, kernel=True)
+            self.leave_endpoint(c, a, kernel=True)
+            crash_point("disconnect.kernel_left")
             c.attachments.remove(a)
             if was_gateway:
                 self.pick_default_route(c)
+            # Only now, with the kernel done: the address is free exactly when the stored
+            # container stops using it.
+            with self.store.transaction():
+                self.free_endpoint(a)
+                self.save_container(c)
+            crash_point("disconnect.saved")
             if not self.on_user_network(c):
                 self.resolver.sandbox_down(c)
             self.write_etc_files(c, hosts_only=was_user == self.on_user_network(c))
-        else:
-            c.attachments.remove(a)
+            return
+        c.attachments.remove(a)
         self.save_container(c)
+        crash_point("disconnect.saved")
 
 
 def _is_loopback(addr: str) -> bool:
