@@ -545,7 +545,8 @@ def logs(state: State, follow: bool, tail: str, timestamps: bool, container: str
 @click.option("-e", "--env", multiple=True, help="Set environment variables.")
 @click.option("-w", "--workdir", default="", help="Working directory inside the container.")
 @click.option("-u", "--user", default="", help="Username or UID.")
-@click.option("--privileged", is_flag=True, help="Extended privileges for the command.")
+@click.option("--privileged", is_flag=True,
+              help="Extended privileges (refused by nsnetd: not supported).")
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
