@@ -18,6 +18,7 @@ from aiohttp import web
 
 from nsnet.errors import Invalid, NsnetError
 from nsnet.model import EndpointRequest
+from nsnet.nameservers import parse_nameserver
 
 # aiohttp's default client_max_size: bodies beyond it are refused before they are read.
 MAX_BODY = 1024 * 1024
@@ -215,13 +216,12 @@ def abs_path(v: Any, what: str) -> str:
     return path
 
 
-def ip_list(v: Any, what: str) -> list[str]:
+def nameserver_list(v: Any, what: str) -> list[str]:
+    """``--dns`` values: an address, or nsnet's ``ip:port`` / ``[v6]:port`` forms."""
     out = as_str_list(v, what)
     for x in out:
-        try:
-            ipaddress.ip_address(x)
-        except ValueError:
-            raise Invalid(f"invalid {what}: {x!r} is not an IP address") from None
+        if parse_nameserver(x) is None:
+            raise Invalid(f"invalid {what}: {x!r} is not an IP address (or ip:port)")
     return out
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import ipaddress
 import logging
 import socket
 import struct
@@ -35,6 +34,7 @@ from nsnet.dns import wire
 from nsnet.dns.records import HIT, NODATA, Records
 from nsnet.dns.upstream import PoolFull, UDPUpstreams
 from nsnet.errors import Conflict, Invalid, NotFound
+from nsnet.nameservers import parse_nameserver
 
 log = logging.getLogger("nsnet.dns")
 
@@ -65,26 +65,7 @@ Reply = Callable[[bytes], None]
 @lru_cache(maxsize=256)
 def parse_upstream(spec: str) -> Upstream | None:
     """Accepts "ip", "ip:port", "[v6]:port" or a bare IPv6 address; None if unusable."""
-    s = spec.strip()
-    port = 53
-    try:
-        if s.startswith("["):
-            host, _, rest = s[1:].partition("]")
-            if rest:
-                if not rest.startswith(":"):
-                    return None
-                port = int(rest[1:])
-        elif s.count(":") == 1:
-            host, p = s.split(":")
-            port = int(p)
-        else:
-            host = s
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if not 0 < port < 65536:
-        return None
-    return str(ip), port
+    return parse_nameserver(spec)
 
 
 def _upstream_list(specs: tuple[str, ...]) -> list[Upstream]:
