@@ -260,3 +260,27 @@ def test_the_victim_survived_every_refusal(d: Daemon) -> None:
     assert info["State"]["Status"] == "running"
     logs = request(d, "GET", f"/containers/{VICTIM}/logs", query={"stdout": "1"})
     assert b"got-term" not in logs.body
+
+
+@pytest.mark.parametrize("path", ["/networks", "/containers/json"])
+def test_a_backtracking_filter_pattern_cannot_freeze_the_daemon(d: Daemon, path: str) -> None:
+    """``(a|aa)+$`` against a 40-letter name runs for hours in a backtracking engine; Docker's
+    Go engine is linear. The listing answers 400 at once and the daemon keeps serving."""
+    name = "a" * 40 + "-x"
+    made = request(d, "POST", "/networks/create", {"Name": name})
+    assert made.status == 201, made.body
+    try:
+        assert request(d, "POST", "/containers/create", {"Image": "busybox", "Cmd": ["true"]},
+                       query={"name": name}).status == 201
+        started = time.monotonic()
+        r = request(d, "GET", path, query={"all": "1", "filters": json.dumps(
+            {"name": ["(a|aa)+$"]})}, timeout=10)
+        assert r.status == 400 and "too long" in r.message(), r.body
+        assert time.monotonic() - started < 3
+        assert request(d, "GET", "/_ping", timeout=2).status == 200
+        plain = request(d, "GET", path, query={"all": "1", "filters": json.dumps(
+            {"name": ["^a+-x$"]})})
+        assert plain.status == 200 and len(json.loads(plain.body)) == 1
+    finally:
+        request(d, "DELETE", f"/containers/{name}", query={"force": "1"})
+        request(d, "DELETE", f"/networks/{name}")

@@ -49,7 +49,8 @@ from nsnet.api.server import mark_hijacked
 from nsnet.api.unsupported import CONFIG, EXEC_CONFIG, HOST_CONFIG, refuse_unsupported
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import Engine
-from nsnet.engine.networks import NetworkCreate, filter_regex, network_matches
+from nsnet.engine.filter_regex import FilterRegex, filter_budget, filter_regex
+from nsnet.engine.networks import NetworkCreate, network_matches
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified, NsnetError, Unavailable
 from nsnet.model import Container, EndpointRequest, IPAMPool, new_id
 
@@ -210,9 +211,10 @@ def build(engine: Engine, metrics: Any = None) -> Api:
     async def networks_list(req: web.BaseRequest, p: dict[str, str]) -> web.StreamResponse:
         f = filters(req)
         out = []
-        for n in sorted(engine.networks.values(), key=lambda n: n.name):
-            if network_matches(n, f, bool(users(n.id))):
-                out.append(render.network_json(n, None))
+        with filter_budget():
+            for n in sorted(engine.networks.values(), key=lambda n: n.name):
+                if network_matches(n, f, bool(users(n.id))):
+                    out.append(render.network_json(n, None))
         return json_response(out)
 
     @r("GET", "/networks/{id}")
@@ -411,26 +413,27 @@ def build(engine: Engine, metrics: Any = None) -> Api:
         for k in f:
             if k not in CONTAINER_FILTERS:
                 raise Invalid(f"invalid filter '{k}'")
-        for v in f.get("name", []):
-            filter_regex(v.lstrip("/"), "name")
+        names = [filter_regex(v.lstrip("/"), "name") for v in f.get("name", [])]
         out = []
-        for c in sorted(engine.containers.values(), key=lambda c: c.created, reverse=True):
-            if not show_all and c.state.status != "running" and "status" not in f:
-                continue
-            if not container_matches(c, f):
-                continue
-            out.append(render.container_summary(c, engine.networks))
+        with filter_budget():
+            for c in sorted(engine.containers.values(), key=lambda c: c.created, reverse=True):
+                if not show_all and c.state.status != "running" and "status" not in f:
+                    continue
+                if not container_matches(c, f, names):
+                    continue
+                out.append(render.container_summary(c, engine.networks))
         limit = require_int(req.query.get("limit"), "limit")
         if limit and limit > 0:
             out = out[:limit]
         return json_response(out)
 
-    def container_matches(c: Container, f: dict[str, list[str]]) -> bool:
+    def container_matches(c: Container, f: dict[str, list[str]],
+                          name_patterns: list[FilterRegex]) -> bool:
         for k, vals in f.items():
             if not vals:
                 continue
             if k == "name":
-                if not any(filter_regex(v.lstrip("/"), k).search(c.name) for v in vals):
+                if not any(rx.search(c.name) for rx in name_patterns):
                     return False
             elif k == "id":
                 if not any(c.id.startswith(v) for v in vals):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from nsnet.engine.base import NAME_RE, EngineBase, log
 from nsnet.engine.crashpoints import crash_point
+from nsnet.engine.filter_regex import filter_regex
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
 from nsnet.ipam.allocator import default_gateway, pick_subnet, validate_pools
@@ -298,13 +299,4 @@ def network_matches(net: Network, filters: dict[str, list[str]], in_use: bool) -
 
 
 def _re_search(pattern: str, text: str, key: str) -> bool:
-    return filter_regex(pattern, key).search(text) is not None
-
-
-def filter_regex(pattern: str, key: str) -> re.Pattern[str]:
-    """A ``name``/``id`` filter as an unanchored regular expression; a pattern that does not
-    compile is the client's error (400), not a silent non-match."""
-    try:
-        return re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as e:
-        raise Invalid(f"invalid filter '{key}={pattern[:40]}': {e}") from None
+    return filter_regex(pattern, key).search(text)
