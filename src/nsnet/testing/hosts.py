@@ -296,7 +296,12 @@ def cgroups_of(exec_root: Path) -> list[str]:
     if not base.is_dir():
         return out
     for hier in base.iterdir():
-        for parent in (hier, *[p for p in hier.glob("*/*") if p.is_dir()]):
+        # Cgroups of other tests come and go while this walks: a vanished one is not ours.
+        try:
+            parents = [hier, *[p for p in hier.glob("*/*") if p.is_dir()]]
+        except OSError:
+            parents = [hier]
+        for parent in parents:
             try:
                 out += [str(p) for p in parent.iterdir() if p.name.startswith(tag)]
             except OSError:

@@ -238,9 +238,8 @@ def reachable(d: Daemon, from_ns: str, network_id: str) -> list[str]:
     ``from_ns`` (a peer on that network)."""
     v = StoreView.read(d)
     problems: list[str] = []
-    # A re-used address behind a new random MAC: without gratuitous ARP the peer's cache keeps
-    # the old MAC for up to a minute. That is not what this check is about.
-    sh("nsenter", f"--net={from_ns}", "ip", "neigh", "flush", "all", check=False)
+    # No neighbour flush here: a re-used address behind a new MAC must be announced (gratuitous
+    # ARP), so the peer's cache is part of what is checked.
     for c in v.running():
         if c.get("sandbox_key") == from_ns:
             continue
