@@ -11,34 +11,19 @@ from typing import Any
 
 import pytest
 
-try:
-    from .test_client_fake import (
-        FakeDaemon,
-        Handler,
-        Recorded,
-        Reply,
-        nsnet,
-        running_fake,
-        send_empty,
-        send_error,
-        send_json,
-        send_stream,
-        send_wait,
-    )
-except ImportError:
-    from test_client_fake import (  # type: ignore[no-redef]
-        FakeDaemon,
-        Handler,
-        Recorded,
-        Reply,
-        nsnet,
-        running_fake,
-        send_empty,
-        send_error,
-        send_json,
-        send_stream,
-        send_wait,
-    )
+from nsnet.testing.fake_daemon import (
+    FakeDaemon,
+    Handler,
+    Recorded,
+    Reply,
+    nsnet,
+    running_fake,
+    send_empty,
+    send_error,
+    send_json,
+    send_stream,
+    send_wait,
+)
 
 CID = "c0ffee" + "0" * 58
 

@@ -7,26 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-try:
-    from .test_client_fake import (
-        FakeDaemon,
-        nsnet,
-        running_fake,
-        send_empty,
-        send_error,
-        send_json,
-    )
-except ImportError:
-    from test_client_fake import (  # type: ignore[no-redef]
-        FakeDaemon,
-        nsnet,
-        running_fake,
-        send_empty,
-        send_error,
-        send_json,
-    )
-
 from nsnet.cli.network import ipam_config
+from nsnet.testing.fake_daemon import (
+    FakeDaemon,
+    nsnet,
+    running_fake,
+    send_empty,
+    send_error,
+    send_json,
+)
 
 NET_ID = "f" * 64
 

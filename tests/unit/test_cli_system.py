@@ -10,28 +10,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-try:
-    from .test_client_fake import (
-        FakeDaemon,
-        nsnet,
-        running_fake,
-        send_error,
-        send_json,
-        send_text,
-    )
-except ImportError:
-    from test_client_fake import (  # type: ignore[no-redef]
-        FakeDaemon,
-        nsnet,
-        running_fake,
-        send_error,
-        send_json,
-        send_text,
-    )
-
 from nsnet.cli.base import rewrite_bool_flags
 from nsnet.cli.format import ellipsis, human_duration, human_size, tabwrite
 from nsnet.cli.main import cli
+from nsnet.testing.fake_daemon import (
+    FakeDaemon,
+    nsnet,
+    running_fake,
+    send_error,
+    send_json,
+    send_text,
+)
 
 
 @pytest.fixture
