@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nsnet.cli.network import ipam_config
+from nsnet.cli.requests import ipam_config
 from nsnet.testing.fake_daemon import (
     FakeDaemon,
     nsnet,

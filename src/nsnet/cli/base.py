@@ -19,6 +19,10 @@ from nsnet.client import APIError, Client, ClientError
 
 USAGE_EXIT = 125  # docker exits 125 on flag errors, whatever the command
 
+# run, create and exec stop parsing at the image/container: what follows is the command line
+# inside the container, flags included.
+RUN_SETTINGS: dict[str, Any] = {"allow_interspersed_args": False}
+
 
 def usage_exit_code(exc: click.UsageError) -> int:
     """docker: 125 for a bad flag, 1 for a wrong argument count or an unknown command."""
@@ -78,14 +82,9 @@ _TRUE = {"1", "t", "true"}
 _FALSE = {"0", "f", "false"}
 
 
-def rewrite_bool_flags(
-    command: click.Command, args: Sequence[str], interspersed: bool = True
-) -> list[str]:
-    """Turn docker's `--flag=false` spelling into what click understands (`--no-flag`).
-
-    Only tokens before the first positional are touched when the command stops at it (run,
-    exec): what follows belongs to the container's command line.
-    """
+def _flag_tables(command: click.Command) -> tuple[dict[str, tuple[str, str | None]], set[str]]:
+    """The command's boolean switches (`--flag` → its on and off spellings) and the options
+    that take a value (whose next token must not be read as a flag)."""
     switches: dict[str, tuple[str, str | None]] = {}
     takes_value: set[str] = set()
     for param in command.params:
@@ -98,6 +97,31 @@ def rewrite_bool_flags(
                     switches[opt] = (opt, off)
         elif not param.is_flag:
             takes_value.update(param.opts)
+    return switches, takes_value
+
+
+def _switch_tokens(name: str, value: str, on: str, off: str | None) -> list[str]:
+    """`--name=value` for a switch, as Go's strconv.ParseBool reads the value."""
+    text = value.strip().lower()
+    if text in _TRUE:
+        return [on]
+    if text in _FALSE:
+        return [off] if off is not None else []
+    raise click.UsageError(
+        f'invalid argument "{value}" for "{name}" flag: '
+        f'strconv.ParseBool: parsing "{value}": invalid syntax'
+    )
+
+
+def rewrite_bool_flags(
+    command: click.Command, args: Sequence[str], interspersed: bool = True
+) -> list[str]:
+    """Turn docker's `--flag=false` spelling into what click understands (`--no-flag`).
+
+    Only tokens before the first positional are touched when the command stops at it (run,
+    exec): what follows belongs to the container's command line.
+    """
+    switches, takes_value = _flag_tables(command)
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -108,18 +132,7 @@ def rewrite_bool_flags(
         if arg.startswith("--") and "=" in arg:
             name, value = arg.split("=", 1)
             if name in switches:
-                on, off = switches[name]
-                text = value.strip().lower()
-                if text in _TRUE:
-                    out.append(on)
-                elif text in _FALSE:
-                    if off is not None:
-                        out.append(off)
-                else:
-                    raise click.UsageError(
-                        f'invalid argument "{value}" for "{name}" flag: '
-                        f'strconv.ParseBool: parsing "{value}": invalid syntax'
-                    )
+                out.extend(_switch_tokens(name, value, *switches[name]))
             else:
                 out.append(arg)
         elif arg.startswith("-") and arg != "-":
@@ -151,7 +164,7 @@ class NsnetGroup(click.Group):
     group_class = type
     debug = False
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Sequence[str] | None = None,
         prog_name: str | None = None,
@@ -219,15 +232,6 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
-
-
-def parse_kv(values: Iterable[str]) -> dict[str, str]:
-    """docker's MapOpts/ConvertKVStringsToMap: `k=v` or a bare `k` (empty value)."""
-    out: dict[str, str] = {}
-    for item in values:
-        key, _, value = item.partition("=")
-        out[key] = value
-    return out
 
 
 def parse_filters(values: Iterable[str]) -> dict[str, list[str]]:

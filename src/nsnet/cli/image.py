@@ -19,7 +19,7 @@ from nsnet.cli.base import (
     warn,
 )
 from nsnet.cli.format import human_size, render, since, unix_time
-from nsnet.cli.network import print_inspect
+from nsnet.cli.output import print_inspect
 from nsnet.client import APIError
 
 IMAGE_HEADERS = {

@@ -6,7 +6,14 @@ so `nsnet --help` stays fast and works without one.
 
 from __future__ import annotations
 
-from nsnet.cli import container, image, network, system  # noqa: F401 - registers commands
+from nsnet.cli import (  # noqa: F401 - importing a command module registers its commands
+    container,
+    image,
+    listing,
+    network,
+    run,
+    system,
+)
 from nsnet.cli.base import cli
 
 __all__ = ["cli", "main"]

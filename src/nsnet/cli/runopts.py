@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsnet.cli.base import parse_kv
-from nsnet.cli.network import endpoint_ipam, endpoint_settings
+from nsnet.cli.requests import endpoint_ipam, endpoint_settings, parse_kv
 
 PREDEFINED_MODES = ("default", "bridge", "host", "none")
 
