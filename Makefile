@@ -8,7 +8,7 @@ DATA_ROOT ?= /var/lib/nsnet
 EXEC_ROOT ?= /run/nsnet
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps venv run test unit integration lint bench clean
+.PHONY: install system-deps venv run test unit integration lint bench docs clean
 
 install: system-deps venv
 
@@ -48,6 +48,10 @@ test: install lint
 
 bench: install
 	$(PY) bench/run.py
+
+# docs/cli.md is generated from the CLI's own help; tests/unit/test_cli_docs.py checks it.
+docs: install
+	$(PY) -m nsnet.cli.docgen > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
