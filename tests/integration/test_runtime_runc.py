@@ -119,7 +119,8 @@ def env() -> Iterator[Env]:
             capture_output=True,
             text=True,
         ).stdout.split()
-        cgroups = list(Path("/sys/fs/cgroup/pids").glob(f"**/nsnet-{runc._cg_tag}-*"))
+        # cgroups_path of the empty id: this daemon's prefix, shared by all its containers.
+        cgroups = list(Path("/sys/fs/cgroup/pids").glob(f"**/{runc.cgroups_path('')}*"))
         if not _mounts_under(base):
             shutil.rmtree(base, ignore_errors=True)
         assert leaks == [], "mounts left behind"
