@@ -1,7 +1,9 @@
 """Error kinds shared by every layer.
 
-The API maps each kind to one HTTP status (see ``nsnet.api.errors``); lower layers raise these
-instead of library exceptions so the mapping stays in one place.
+Each kind carries the one HTTP status the API answers it with (``status``), so this class list
+is the whole error table: the API's dispatch turns any raised kind into that status and
+Docker's ``{"message": ...}`` body, and lower layers raise these instead of library exceptions
+so no other mapping is needed.
 """
 
 from __future__ import annotations
