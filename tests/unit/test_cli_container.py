@@ -215,6 +215,10 @@ def test_run_create_error_exit_125(fake: FakeDaemon) -> None:
         ('exec: "nope": executable file not found in $PATH', 127),
         ("open /bin/x: permission denied", 126),
         ("failed to set up container networking: network x not found", 125),
+        # runc and the daemon's wrapping do not agree on case; the daemon records 126/127 for
+        # these (nsnet.exit_codes), so the CLI must exit with the same code.
+        ("exec /bin/x: Permission denied", 126),
+        ("starting container process caused: No such file or directory", 127),
     ],
 )
 def test_run_start_error_codes(fake: FakeDaemon, message: str, code: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from nsnet.cli.base import CLIExit, binary_stream, daemon_error, warn
 from nsnet.client import STDERR, APIError, Client, ClientError, FrameStream
+from nsnet.exit_codes import classify_start_error
 
 
 def pump(frames: Iterable[tuple[int, bytes]]) -> None:
@@ -53,22 +54,10 @@ def forward_signals(client: Client, container: str) -> Iterator[None]:
 
 
 def start_error(exc: ClientError) -> CLIExit:
-    """docker's toStatusError: 127 for a missing program, 126 for one that cannot run."""
+    """docker's toStatusError: 127 for a missing program, 126 for one that cannot run, 125 for
+    anything else; the words are the daemon's own list, so both report the same code."""
     msg = daemon_error(exc) if isinstance(exc, APIError) else str(exc)
-    text = exc.message
-    if any(
-        s in text
-        for s in (
-            "executable file not found",
-            "no such file or directory",
-            "system cannot find the file specified",
-        )
-    ):
-        code = 127
-    elif "permission denied" in text or "is a directory" in text:
-        code = 126
-    else:
-        code = 125
+    code = classify_start_error(exc.message) or 125  # docker's own failure, not the command's
     return CLIExit(code, f"nsnet: {msg}")
 
 
