@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from nsnet.dns import DNSServer, Records, wire
 from nsnet.dns import server as server_mod
 from nsnet.dns import upstream as upstream_mod
+from nsnet.dns.sandbox import ServedSandbox
+from nsnet.dns.slowpath import slow_parse
 from nsnet.dns.upstream import UDPUpstreams
 
 SEED = 20240611
@@ -107,10 +109,10 @@ async def _run(packets: list[bytes]) -> tuple[DNSServer, FakeTransport, list[byt
     async def no_network(sb: Any, data: bytes, q: Any, tcp: bool, ups: Any, reply: Any) -> None:
         # stands in for the upstream exchange; the decision to forward is what is exercised
         sb.inflight -= 1
-        reply(server_mod.wire.build_servfail(q[0], q[1], q[5], q[6]))
+        reply(wire.build_servfail(q[0], q[1], q[5], q[6]))
 
-    server._forward = no_network  # type: ignore[method-assign]
-    sb = server_mod._Sandbox("sb", None, None, None, True)  # type: ignore[arg-type]
+    server._forward = no_network  # type: ignore[method-assign,assignment]
+    sb = ServedSandbox("sb", None, None, None, True)  # type: ignore[arg-type]
     proto = server_mod._ClientUDP(server, sb)
     transport = FakeTransport()
     proto.connection_made(transport)  # type: ignore[arg-type]
@@ -154,7 +156,7 @@ def test_fuzz_replies_carry_the_query_id() -> None:
     server = DNSServer(records(), lambda: [])
 
     async def go() -> list[tuple[bytes, bytes]]:
-        sb = server_mod._Sandbox("sb", None, None, None, False)  # type: ignore[arg-type]
+        sb = ServedSandbox("sb", None, None, None, False)  # type: ignore[arg-type]
         pairs = []
         for data in packets:
             r = server._handle(sb, data, False)
@@ -172,7 +174,7 @@ def test_responses_are_dropped_not_answered() -> None:
     q = dns.message.make_query("web.", "A")
     resp = dns.message.make_response(q).to_wire()
     server = DNSServer(records(), lambda: [])
-    sb = server_mod._Sandbox("sb", None, None, None, False)  # type: ignore[arg-type]
+    sb = ServedSandbox("sb", None, None, None, False)  # type: ignore[arg-type]
     assert server._handle(sb, resp, False) is None
     assert server._handle(sb, b"", False) is None
     assert server._handle(sb, b"\x12", False) is None
@@ -186,17 +188,17 @@ def test_slow_path_answers_what_the_fast_path_declines() -> None:
     # EDNS version 1 is not the common shape: dnspython reads it and we answer BADVERS
     v1 = dns.message.make_query("web.", "A", use_edns=1).to_wire()
     server = DNSServer(records(), lambda: [])
-    sb = server_mod._Sandbox("sb", None, None, None, False)  # type: ignore[arg-type]
+    sb = ServedSandbox("sb", None, None, None, False)  # type: ignore[arg-type]
     r = server._handle(sb, v1, False)
     assert isinstance(r, bytes)
     msg = dns.message.from_wire(r)
     assert msg.rcode() == 16  # BADVERS
     # the fast path and the slow path agree on ordinary queries
-    slow = server_mod._slow_parse(data)
-    fast = server_mod.wire.parse_query(data)
+    slow = slow_parse(data)
+    fast = wire.parse_query(data)
     assert slow == fast
     edns = dns.message.make_query("WeB.", "AAAA", use_edns=0, payload=1400).to_wire()
-    assert server_mod._slow_parse(edns) == server_mod.wire.parse_query(edns)
+    assert slow_parse(edns) == wire.parse_query(edns)
     # trailing junk: dnspython rejects it -> FORMERR
     r = server._handle(sb, data + b"junk", False)
     assert isinstance(r, bytes) and r[3] & 0xF == 1
@@ -247,7 +249,7 @@ edns_st = st.one_of(st.none(), st.integers(0, 0xFFFF))
 
 def _handler() -> tuple[DNSServer, Any]:
     server = DNSServer(records(), lambda: [])
-    sb = server_mod._Sandbox("sb", None, None, None, False)  # type: ignore[arg-type]
+    sb = ServedSandbox("sb", None, None, None, False)  # type: ignore[arg-type]
     return server, sb
 
 
@@ -256,7 +258,7 @@ def _handler() -> tuple[DNSServer, Any]:
 def test_property_arbitrary_bytes_never_raise(data: bytes) -> None:
     q = wire.parse_query(data)
     assert q is None or isinstance(q, tuple)
-    slow = server_mod._slow_parse(data)
+    slow = slow_parse(data)
     assert slow is None or isinstance(slow, bytes | tuple)
     server, sb = _handler()
     for tcp in (False, True):
@@ -302,7 +304,7 @@ def test_property_valid_questions_round_trip(qid: int, flags: int, labels: list[
                                              qtype: int, qclass: int, edns: int | None) -> None:
     question = question_bytes(labels, qtype, qclass)
     data = query_bytes(qid, flags, question, edns)
-    slow = server_mod._slow_parse(data)
+    slow = slow_parse(data)
     fast = wire.parse_query(data)
     if qtype == 41 or (qtype in (249, 250, 251, 252, 255) and qclass != 1):
         return  # meta types dnspython refuses in a question section; covered by never-raise

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dns.message
 
 from nsnet.dns import DNSServer, Records, parse_upstream
-from nsnet.dns import server as server_mod
+from nsnet.dns.forward import upstream_list
+from nsnet.dns.sandbox import ServedSandbox
 
 
 def test_parse_upstream() -> None:
@@ -20,7 +21,7 @@ def test_parse_upstream() -> None:
 
 def test_at_most_three_distinct_upstreams() -> None:
     specs = ("10.0.0.1", "10.0.0.1:53", "bogus", "10.0.0.2", "10.0.0.3", "10.0.0.4")
-    assert server_mod._upstream_list(specs) == [
+    assert upstream_list(specs) == [
         ("10.0.0.1", 53),
         ("10.0.0.2", 53),
         ("10.0.0.3", 53),
@@ -39,26 +40,26 @@ def test_host_upstreams_are_cached_and_failures_keep_the_last_list() -> None:
         return a  # type: ignore[return-value]
 
     cached = DNSServer(Records(), host, host_upstreams_ttl=3600)
-    assert cached._host_specs() == ("10.0.0.1",)
-    assert cached._host_specs() == ("10.0.0.1",)
+    assert cached._forwarder.host_specs() == ("10.0.0.1",)
+    assert cached._forwarder.host_specs() == ("10.0.0.1",)
     assert len(calls) == 1
     calls.clear()
     fresh = DNSServer(Records(), host, host_upstreams_ttl=0)
-    assert fresh._host_specs() == ("10.0.0.1",)
-    assert fresh._host_specs() == ("10.0.0.1",)  # the callable raised: keep the last list
-    assert fresh._host_specs() == ("10.0.0.9",)
+    assert fresh._forwarder.host_specs() == ("10.0.0.1",)
+    assert fresh._forwarder.host_specs() == ("10.0.0.1",)  # the callable raised: keep the last list
+    assert fresh._forwarder.host_specs() == ("10.0.0.9",)
 
 
 def test_metrics_counts_local_answers() -> None:
     records = Records()
     records.set_endpoint("e", "n", "sb", ["web"], "10.0.0.2", None)
     server = DNSServer(records, lambda: [])
-    sb = server_mod._Sandbox("sb", None, None, None, False)  # type: ignore[arg-type]
+    sb = ServedSandbox("sb", None, None, None, False)  # type: ignore[arg-type]
     for name in ("web.", "web.", "WEB."):
         r = server._handle(sb, dns.message.make_query(name, "A").to_wire(), False)
         assert isinstance(r, bytes)
-    server._observe(0.003)
-    server._observe(30.0)
+    server.stats.observe(0.003)
+    server.stats.observe(30.0)
     text = server.metrics_text()
     assert "nsnet_dns_queries_total 3" in text
     assert 'nsnet_dns_responses_total{rcode="NOERROR"} 3' in text

@@ -105,17 +105,27 @@ def parse_query(data: bytes) -> Query | None:
     qname = raw.lower().decode("latin-1")
     edns: int | None = None
     if ar:
-        if qend + 11 > n or data[qend] != 0:
+        edns = _opt_payload(data, qend, n)
+        if edns is None:
             return None
-        otype, payload, ttl, rdlen = _OPT_FIXED.unpack_from(data, qend + 1)
-        if otype != TYPE_OPT or qend + 11 + rdlen != n:
-            return None
-        if (ttl >> 16) & 0xFF != 0:  # EDNS version other than 0: BADVERS, slow path
-            return None
-        edns = payload if payload > UDP_MIN else UDP_MIN
     elif qend != n:
         return None
     return qid, flags, qname, qtype, qclass, data[12:qend], edns
+
+
+def _opt_payload(data: bytes, qend: int, n: int) -> int | None:
+    """The payload size of the one OPT record that ends the message; None when it is not the
+    common shape (a named owner, another type, trailing bytes, an EDNS version other than 0,
+    which the slow path answers with BADVERS). A function of its own only to keep
+    ``parse_query`` readable: it runs for EDNS queries only, one call each."""
+    if qend + 11 > n or data[qend] != 0:
+        return None
+    otype, payload, ttl, rdlen = _OPT_FIXED.unpack_from(data, qend + 1)
+    if otype != TYPE_OPT or qend + 11 + rdlen != n:
+        return None
+    if (ttl >> 16) & 0xFF != 0:
+        return None
+    return payload if payload > UDP_MIN else UDP_MIN
 
 
 def udp_limit(edns: int | None) -> int:
