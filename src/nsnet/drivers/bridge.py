@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 
 from nsnet.drivers.base import TAG, Sandbox, endpoint_addresses
-from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError
+from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError, Unavailable
+from nsnet.kernel.api import Kernel
 from nsnet.kernel.firewall import NetworkFirewall
-from nsnet.kernel.host import HostKernel, open_ns_fd, sysctl_set
 from nsnet.kernel.links import random_veth_name
 from nsnet.model import Endpoint, Network
 
@@ -43,8 +43,8 @@ class BridgeDriver:
     name = "bridge"
     has_endpoints = True
 
-    def __init__(self, host: HostKernel) -> None:
-        self.host = host
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
@@ -80,7 +80,7 @@ class BridgeDriver:
 
     def _enable_forwarding(self) -> None:
         if not self._forwarding_on:
-            sysctl_set("net.ipv4.ip_forward", "1")
+            self.kernel.sysctl_set("net.ipv4.ip_forward", "1")
             self._forwarding_on = True
 
     def validate_unique(self, net: Network, others: list[Network]) -> None:
@@ -90,7 +90,7 @@ class BridgeDriver:
             if o.id != net.id and o.driver == "bridge" and bridge_name(o) == name:
                 raise Forbidden(f"networks have same bridge name: {name} is used by network "
                                 f"{o.name}")
-        info = self.host.links.link_info(name)
+        info = self.kernel.links.link_info(name)
         if info is not None and info.get("kind") != "bridge":
             raise Forbidden(f"cannot use {name} as a bridge: it is an existing link of kind "
                             f"{info.get('kind') or 'unknown'}")
@@ -105,67 +105,71 @@ class BridgeDriver:
         fresh = "bridge" not in net.driver_state
         if name in self._reaping:
             # A network of this bridge name was just removed: let its delete finish first.
-            self.host.reaper.flush()
+            self.kernel.reaper.flush()
             self._reaping.discard(name)
         owned = net.driver_state.get("owns_bridge", "1") == "1"
         # Only a bridge we own carries our tag: reconcile deletes tagged links no network
         # owns, and must never delete the user's (or Docker's) bridge.
-        idx, created = self.host.links.ensure_bridge(name, mtu_of(net),
+        idx, created = self.kernel.links.ensure_bridge(name, mtu_of(net),
                                                      TAG + net.id if owned else None)
         if fresh:
             net.driver_state["owns_bridge"] = "1" if created else "0"
             if not created:
-                self.host.links.clear_alias(idx)
+                self.kernel.links.clear_alias(idx)
         self._index_cache[name] = idx
         net.driver_state["bridge"] = name
         try:
             for p in net.pools:
                 if p.gateway:
                     plen = ipaddress.ip_network(p.subnet).prefixlen
-                    self.host.links.ensure_address(idx, f"{p.gateway}/{plen}")
+                    self.kernel.links.ensure_address(idx, f"{p.gateway}/{plen}")
             if any(ipaddress.ip_network(p.subnet).version == 6 for p in net.pools):
-                sysctl_set("net.ipv6.conf.all.forwarding", "1")
+                self.kernel.sysctl_set("net.ipv6.conf.all.forwarding", "1")
             self._enable_forwarding()
-            self.host.firewall.apply_network(self.firewall_of(net))
+            self.kernel.firewall.apply_network(self.firewall_of(net))
         except BaseException:
             if fresh:
-                self.host.firewall.remove_network(net.short_id, name,
+                self.kernel.firewall.remove_network(net.short_id, name,
                                                   tuple(p.subnet for p in net.pools))
                 if created:
-                    self.host.links.delete(name)
+                    self.kernel.links.delete(name)
             raise
 
     def delete_network(self, net: Network) -> None:
         name = bridge_name(net)
         self._index_cache.pop(name, None)
-        self.host.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
+        self.kernel.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
         if net.driver_state.get("owns_bridge", "1") != "1":
             # The user's bridge stays; our gateway addresses on it go.
-            idx = self.host.links.index(name)
+            idx = self.kernel.links.index(name)
             if idx is not None:
                 for p in net.pools:
                     if p.gateway:
                         plen = ipaddress.ip_network(p.subnet).prefixlen
-                        self.host.links.remove_address(idx, f"{p.gateway}/{plen}")
+                        self.kernel.links.remove_address(idx, f"{p.gateway}/{plen}")
             return
         # A bridge delete waits ~40 ms for RCU: it runs off the request path. Nothing is
         # attached to it any more and its firewall chains are gone already. Down first
         # (0.2 ms): the kernel drops its connected routes at once, so its subnet is free for
         # the next network even while deletes queue up behind the reaper.
-        self.host.links.set_down(name)
-        self.host.reaper.delete_later(name)
+        self.kernel.links.set_down(name)
+        self.kernel.reaper.delete_later(name)
         self._reaping.add(name)
 
     def _bridge_index(self, net: Network) -> int:
+        """The bridge's index, or ``Unavailable`` when it is gone: never a rebuild.
+
+        Rebuilding here hid damage and put a whole network set-up (bridge, addresses,
+        firewall) inside a ``run`` or ``connect``. ``create_network``, called by reconcile at
+        start and by ``nsnet system reconcile``, is the one place that makes it again.
+        """
         name = bridge_name(net)
         idx = self._index_cache.get(name)
         if idx is None:
-            idx = self.host.links.index(name)
+            idx = self.kernel.links.index(name)
             if idx is None:
-                # The store says the network exists: rebuild what is missing (rule 3).
-                self.create_network(net)
-                idx = self.host.links.index(name)
-            assert idx is not None
+                raise Unavailable(f"network {net.name}: its bridge {name} is missing; run "
+                                  "`nsnet system reconcile` to rebuild it")
             self._index_cache[name] = idx
         return idx
 
@@ -173,13 +177,13 @@ class BridgeDriver:
         assert sb.ns_path is not None
         isolate = not _bool_opt(net, OPT_ICC, True)
         # A link of this name may have just been disconnected and still be in deletion.
-        self.host.wait_for_name(sb.ns_path, ep.ifname)
+        self.kernel.wait_for_name(sb.ns_path, ep.ifname)
         master = self._bridge_index(net)
         for attempt in range(3):
             ep.host_ifname = random_veth_name()
             try:
-                with open_ns_fd(sb.ns_path) as fd:
-                    idx = self.host.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
+                with self.kernel.netns_fd(sb.ns_path) as fd:
+                    idx = self.kernel.links.add_veth_into(ep.host_ifname, ep.ifname, ep.mac, fd,
                                                         master, mtu_of(net),
                                                         want_index=isolate)
                 break
@@ -196,19 +200,19 @@ class BridgeDriver:
         sock = None
         try:
             if isolate and idx is not None:
-                self.host.links.set_isolated(idx, True)
+                self.kernel.links.set_isolated(idx, True)
             addrs = endpoint_addresses(ep)
-            sock = self.host.prepare_interface(sb.ns_path, ep.ifname, ipv6=ep.ipv6 is not None)
-            with self.host.sandbox_links(sb.ns_path) as links:
+            sock = self.kernel.prepare_interface(sb.ns_path, ep.ifname, ipv6=ep.ipv6 is not None)
+            with self.kernel.sandbox_links(sb.ns_path) as links:
                 links.configure_endpoint(ep.ifname, addrs, None, None)
         except BaseException:
             if sock is not None:
                 sock.close()
             if ep.host_ifname:
-                self.host.links.delete(ep.host_ifname)
+                self.kernel.links.delete(ep.host_ifname)
             raise
         # The address may have had another MAC a moment ago (restart, re-create): tell peers.
-        self.host.announcer.announce(sock, ep.ifname, addrs)
+        self.kernel.announcer.announce(sock, ep.ifname, addrs)
 
     def stale_ports(self, net: Network, owned: set[str]) -> list[str]:
         """veths on this network's bridge that no endpoint owns (left by a crash).
@@ -216,30 +220,30 @@ class BridgeDriver:
         Only on a bridge nsnet made: a user's bridge may carry ports that are not ours."""
         if net.driver_state.get("owns_bridge", "1") != "1":
             return []
-        idx = self.host.links.index(bridge_name(net))
+        idx = self.kernel.links.index(bridge_name(net))
         if idx is None:
             return []
-        return [p for p in self.host.links.ports(idx) if p not in owned]
+        return [p for p in self.kernel.links.ports(idx) if p not in owned]
 
     def restore(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         """Reconcile one live endpoint: back on its (maybe re-made) bridge, or re-made."""
         self._index_cache.pop(bridge_name(net), None)
         master = self._bridge_index(net)
-        if ep.host_ifname and self.host.links.enslave(ep.host_ifname, master):
+        if ep.host_ifname and self.kernel.links.enslave(ep.host_ifname, master):
             if not _bool_opt(net, OPT_ICC, True):
-                idx = self.host.links.index(ep.host_ifname)
+                idx = self.kernel.links.index(ep.host_ifname)
                 if idx is not None:
-                    self.host.links.set_isolated(idx, True)
+                    self.kernel.links.set_isolated(idx, True)
             return
         if sb.ns_path is None:
             return
         # The pair is gone (someone deleted it): make it again with the same identity.
-        with self.host.sandbox_links(sb.ns_path) as links:
+        with self.kernel.sandbox_links(sb.ns_path) as links:
             if links.exists(ep.ifname):
                 links.delete(ep.ifname)
         self.join(net, ep, sb)
         if ep.default_route:
-            with self.host.sandbox_links(sb.ns_path) as links:
+            with self.kernel.sandbox_links(sb.ns_path) as links:
                 if ep.gateway:
                     links.set_default_route(ep.ifname, ep.gateway, 4)
                 if ep.ipv6_gateway:
@@ -251,11 +255,11 @@ class BridgeDriver:
             # routes (and local address) of the old link, so a quick reconnect that gets the
             # same address on a new link is not shadowed by the dying one. The ~15 ms delete
             # happens off the request path.
-            self.host.links.set_down(ep.host_ifname)
+            self.kernel.links.set_down(ep.host_ifname)
             if sb.ns_path:
                 try:
-                    with self.host.sandbox_links(sb.ns_path) as links:
+                    with self.kernel.sandbox_links(sb.ns_path) as links:
                         links.set_down(ep.ifname)
                 except (OSError, NsnetError):
                     pass  # the sandbox is going away too
-            self.host.delete_peer_later(ep.host_ifname, sb.ns_path, ep.ifname)
+            self.kernel.delete_peer_later(ep.host_ifname, sb.ns_path, ep.ifname)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from nsnet.drivers.base import TAG, Sandbox, endpoint_addresses
 from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
-from nsnet.kernel.host import HostKernel, open_ns_fd
+from nsnet.kernel.api import Kernel
 from nsnet.model import Endpoint, Network
 
 OPT_PARENT = "parent"
@@ -40,9 +40,9 @@ class MacvlanDriver:
 
     has_endpoints = True
 
-    def __init__(self, host: HostKernel, networks: Callable[[], list[Network]],
+    def __init__(self, kernel: Kernel, networks: Callable[[], list[Network]],
                  kind: str = "macvlan") -> None:
-        self.host = host
+        self.kernel = kernel
         self.kind = kind
         self.name = kind
         # All networks, for the parent a VLAN sub-interface may still be shared with.
@@ -87,7 +87,7 @@ class MacvlanDriver:
     # -- network ----------------------------------------------------------------------------
 
     def create_network(self, net: Network) -> None:
-        links = self.host.links
+        links = self.kernel.links
         parent = net.options.get(OPT_PARENT, "")
         made: list[str] = []
         try:
@@ -124,12 +124,12 @@ class MacvlanDriver:
     def _probe_kind(self, net: Network) -> None:
         """Fail at create, not at the first run, when the kernel lacks the link kind."""
         probe = f"nsp-{net.id[:8]}"
-        pidx = self.host.links.index(self._parent(net))
+        pidx = self.kernel.links.index(self._parent(net))
         if pidx is None:
             raise NotFound(f"invalid parent interface {self._parent(net)}")
-        self.host.links.add_macvlan_into(probe, pidx, self._mode(net), "02:00:00:00:00:01",
+        self.kernel.links.add_macvlan_into(probe, pidx, self._mode(net), "02:00:00:00:00:01",
                                          None, None, kind=self.kind)
-        self.host.links.delete(probe)
+        self.kernel.links.delete(probe)
 
     def _shim_name(self, net: Network) -> str:
         return f"nsh-{net.id[:8]}"
@@ -155,7 +155,7 @@ class MacvlanDriver:
 
     def _add_shim(self, net: Network) -> None:
         shim = self._shim_name(net)
-        links = self.host.links
+        links = self.kernel.links
         if not links.exists(shim):
             pidx = links.index(self._parent(net))
             assert pidx is not None
@@ -189,7 +189,7 @@ class MacvlanDriver:
         return out
 
     def delete_network(self, net: Network) -> None:
-        links = self.host.links
+        links = self.kernel.links
         links.delete(self._shim_name(net))
         if net.driver_state.get("private_parent") == "1":
             links.delete(self._private_parent(net))
@@ -205,24 +205,24 @@ class MacvlanDriver:
 
     def join(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         assert sb.ns_path is not None
-        self.host.wait_for_name(sb.ns_path, ep.ifname)
-        pidx = self.host.links.index(self._parent(net))
+        self.kernel.wait_for_name(sb.ns_path, ep.ifname)
+        pidx = self.kernel.links.index(self._parent(net))
         if pidx is None:
             raise NotFound(f"parent interface {self._parent(net)} of network {net.name} is gone")
         mtu = int(net.options[OPT_MTU]) if net.options.get(OPT_MTU, "0") != "0" else None
-        with open_ns_fd(sb.ns_path) as fd:
-            self.host.links.add_macvlan_into(ep.ifname, pidx, self._mode(net), ep.mac, fd, mtu,
+        with self.kernel.netns_fd(sb.ns_path) as fd:
+            self.kernel.links.add_macvlan_into(ep.ifname, pidx, self._mode(net), ep.mac, fd, mtu,
                                              kind=self.kind)
         sock = None
         try:
             addrs = endpoint_addresses(ep)
-            sock = self.host.prepare_interface(sb.ns_path, ep.ifname, ipv6=ep.ipv6 is not None)
-            with self.host.sandbox_links(sb.ns_path) as links:
+            sock = self.kernel.prepare_interface(sb.ns_path, ep.ifname, ipv6=ep.ipv6 is not None)
+            with self.kernel.sandbox_links(sb.ns_path) as links:
                 links.configure_endpoint(ep.ifname, addrs, None, None)
         except BaseException:
             if sock is not None:
                 sock.close()
-            with self.host.sandbox_links(sb.ns_path) as links:
+            with self.kernel.sandbox_links(sb.ns_path) as links:
                 links.delete(ep.ifname)
             raise
         # The segment's router and peers may hold this address with an older MAC (an
@@ -231,12 +231,12 @@ class MacvlanDriver:
         if self.kind == "ipvlan" and self._mode(net) != "l2":
             sock.close()
         else:
-            self.host.announcer.announce(sock, ep.ifname, addrs)
+            self.kernel.announcer.announce(sock, ep.ifname, addrs)
 
     def leave(self, net: Network, ep: Endpoint, sb: Sandbox) -> None:
         if not sb.ns_path:
             return
-        with self.host.sandbox_links(sb.ns_path) as links:
+        with self.kernel.sandbox_links(sb.ns_path) as links:
             links.delete(ep.ifname)
 
 

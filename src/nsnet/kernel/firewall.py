@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass
 
 from nsnet.kernel.foreign_firewall import ForeignForward
-from nsnet.kernel.nft import Nft, NftError
+from nsnet.kernel.nft import Nft, NftError, run_in_namespace
 
 TABLE = "inet nsnet"
 
@@ -207,6 +207,11 @@ class Firewall:
             if line.startswith("chain n-") and line.endswith("-to {"):
                 ids.add(line[len("chain n-"):-len("-to {")])
         return ids
+
+    def run_in_namespace(self, ns_path: str, commands: str) -> None:
+        """A sandbox's own small table (its resolver's DNAT): one transaction in its
+        namespace, in the nftables thread whose descriptor numbers stay low."""
+        run_in_namespace(ns_path, commands)
 
     def delete_table(self) -> None:
         try:

@@ -1,22 +1,30 @@
-"""Everything the drivers need of the daemon's own ("host") namespace, opened once at start."""
+"""Everything the drivers need of the daemon's own ("host") namespace, opened once at start.
+
+``HostKernel`` is the real implementation of ``nsnet.kernel.api.Kernel``; callers above the
+kernel type against the protocol, so a test can hand them ``testing.fake_kernel.FakeKernel``.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyroute2 import IPRoute
 
 from nsnet.errors import Invalid
 from nsnet.kernel.announce import Announcer
+from nsnet.kernel.dying import DyingNames
 from nsnet.kernel.firewall import Firewall
 from nsnet.kernel.links import LinkReaper, Links
 from nsnet.kernel.netns import NamespaceThread
 from nsnet.kernel.routes import RouteWatcher
+
+if TYPE_CHECKING:
+    from nsnet.kernel.api import Kernel
 
 
 class HostKernel:
@@ -27,33 +35,27 @@ class HostKernel:
         self.reaper = LinkReaper()
         self.routes = RouteWatcher()
         self.announcer = Announcer()
-        # Sandbox -> container-side names whose pair is queued for deletion.
-        self._dying: dict[str, set[str]] = {}
-        self._dying_lock = threading.Lock()
+        self._dying = DyingNames()
         self.netns_dir = exec_root / "netns"
         self.netns_dir.mkdir(parents=True, exist_ok=True)
 
     def delete_peer_later(self, host_ifname: str, ns_path: str | None, ifname: str) -> None:
         """Delete a veth off the request path; until it is gone, ``ifname`` stays taken in
         its sandbox so a quick reconnect picks another name instead of waiting (or failing)."""
-        if ns_path:
-            with self._dying_lock:
-                self._dying.setdefault(ns_path, set()).add(ifname)
+        if not ns_path:
+            self.reaper.delete_later(host_ifname)
+            return
+        self._dying.add(ns_path, ifname)
+        self.reaper.delete_later(host_ifname, lambda: self._dying.discard(ns_path, ifname))
 
-        def gone() -> None:
-            if ns_path:
-                with self._dying_lock:
-                    names = self._dying.get(ns_path)
-                    if names is not None:
-                        names.discard(ifname)
-                        if not names:
-                            self._dying.pop(ns_path, None)
+    def netns_fd(self, ns_path: str) -> AbstractContextManager[int]:
+        return open_ns_fd(ns_path)
 
-        self.reaper.delete_later(host_ifname, gone)
+    def sysctl_set(self, key: str, value: str) -> None:
+        sysctl_set(key, value)
 
     def dying_names(self, ns_path: str) -> set[str]:
-        with self._dying_lock:
-            return set(self._dying.get(ns_path, ()))
+        return self._dying.of(ns_path)
 
     def wait_for_name(self, ns_path: str, ifname: str) -> None:
         """Backstop before re-using ``ifname``: let a pending delete of it finish."""
@@ -121,3 +123,8 @@ def open_ns_fd(ns_path: str) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def _is_a_kernel(k: HostKernel) -> Kernel:
+    """Never called: mypy checks here that HostKernel implements the protocol."""
+    return k

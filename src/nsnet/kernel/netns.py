@@ -104,6 +104,10 @@ class NamespaceThread:
             remove(ns_path)
             raise
 
+    def remove(self, ns_path: str) -> None:
+        """Unpin ``ns_path`` (see ``remove``); a method so callers need only the thread."""
+        remove(ns_path)
+
     def iproute(self, ns_path: str) -> IPRoute:
         """A netlink socket bound inside ``ns_path``, usable from any thread afterwards."""
         return self.call_in(ns_path, IPRoute)
