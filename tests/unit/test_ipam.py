@@ -10,7 +10,9 @@ import pytest
 from nsnet.errors import Conflict, Forbidden, Invalid, Unavailable
 from nsnet.ipam.allocator import Allocator, pick_subnet, validate_pools
 from nsnet.model import IPAMPool, Network
+from nsnet.store.base import Store
 from nsnet.store.local import LocalStore
+from nsnet.testing.fake_store import MemoryStore
 
 
 def net(pools: list[IPAMPool], user: bool = True) -> Network:
@@ -50,8 +52,10 @@ def test_validate_pools_normalises_and_refuses() -> None:
         validate_pools([IPAMPool(subnet="banana")])
 
 
-def test_lowest_free_reserved_and_persistent(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "db")
+@pytest.mark.parametrize("kind", ["local", "memory"])
+def test_lowest_free_reserved_and_persistent(tmp_path: Path, kind: str) -> None:
+    """The allocator needs only the store protocol: the same results over either store."""
+    store: Store = LocalStore(tmp_path / "db") if kind == "local" else MemoryStore()
     a = Allocator(store)
     n = net([IPAMPool(subnet="10.30.0.0/24", gateway="10.30.0.1", ip_range="10.30.0.0/29",
                       aux_addresses={"x": "10.30.0.3"})])

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Protocol
 
 from nsnet.errors import Conflict, Forbidden, Invalid, Unavailable
 from nsnet.model import IPAMPool, Network
+from nsnet.store.base import IpamTable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -29,12 +29,6 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
     ("192.168.0.0/16", 20),
 )
 
-
-class IPAMStore(Protocol):
-    def ipam_claim(self, network: str, address: str, owner: str) -> None: ...
-    def ipam_release(self, network: str, address: str) -> None: ...
-    def ipam_release_network(self, network: str) -> None: ...
-    def ipam_all(self) -> list[tuple[str, str, str]]: ...
 
 
 def candidate_subnets(pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> Iterable[IPNetwork]:
@@ -158,7 +152,9 @@ def default_gateway(net: IPNetwork) -> str:
 
 
 class Allocator:
-    def __init__(self, store: IPAMStore) -> None:
+    def __init__(self, store: IpamTable) -> None:
+        """Only the store protocol's address table is needed: SQLite now, etcd for global
+        networks, ``testing.fake_store.MemoryStore`` in tests."""
         self._store = store
         self._used: dict[str, dict[str, str]] = {}
         for network, address, owner in store.ipam_all():

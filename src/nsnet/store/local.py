@@ -8,6 +8,9 @@ Writes that must change together (an endpoint and its address, a network and its
 go in one ``with store.transaction():`` block: a crash (even SIGKILL) between them leaves
 either all or none of them on disk, so the store is never in a state where an address is free
 but a stored endpoint still uses it.
+
+It implements ``store.base.Store``: revisions with compare-and-swap (``put(..., expect_rev=)``)
+and watches, which for one process are an in-process notification after each commit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from nsnet.errors import Conflict
+from nsnet.store.base import Record, Store, revision_conflict
+from nsnet.store.watch import Change, Watch, WatchHub
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -53,6 +58,10 @@ class LocalStore:
         # Re-entrant: every write inside a transaction takes it again on the same thread.
         self._lock = threading.RLock()
         self._depth = 0
+        self._watches = WatchHub()
+        # Changes made inside the open transaction: published at its commit, dropped at a
+        # rollback (a watcher must never see a write that did not happen).
+        self._pending: builtins.list[Change] = []
 
     def close(self) -> None:
         self._db.close()
@@ -81,34 +90,86 @@ class LocalStore:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._pending.clear()
                 raise
             else:
                 self._db.execute("COMMIT")
+                changes, self._pending = self._pending, []
+                self._watches.publish(changes)
             finally:
                 self._depth = 0
 
+    def _changed(self, change: Change) -> None:
+        """Publish now, or at the commit of the open transaction (lock held)."""
+        if self._depth:
+            self._pending.append(change)
+        else:
+            self._watches.publish([change])
+
+    def watch(self, kind: str) -> Watch:
+        return self._watches.watch(kind)
+
     # -- documents ------------------------------------------------------------------------
 
-    def put(self, kind: str, id_: str, name: str, data: dict[str, Any]) -> None:
+    def get(self, kind: str, id_: str) -> Record | None:
+        with self._lock:
+            row = self._db.execute("SELECT name, rev, data FROM objects WHERE kind=? AND id=?",
+                                   (kind, id_)).fetchone()
+        if row is None:
+            return None
+        return Record(kind, id_, str(row[0]), int(row[1]), json.loads(row[2]))
+
+    def put(self, kind: str, id_: str, name: str, data: dict[str, Any],
+            expect_rev: int | None = None) -> int:
+        """See ``store.base.Store.put``; the check and the write are one statement."""
+        text = json.dumps(data)
         with self._lock:
             try:
-                self._db.execute(
-                    "INSERT INTO objects(kind,id,name,data) VALUES(?,?,?,?) "
-                    "ON CONFLICT(kind,id) DO UPDATE SET name=excluded.name, data=excluded.data, "
-                    "rev=rev+1",
-                    (kind, id_, name, json.dumps(data)),
-                )
+                if expect_rev is None:
+                    row = self._db.execute(
+                        "INSERT INTO objects(kind,id,name,data) VALUES(?,?,?,?) "
+                        "ON CONFLICT(kind,id) DO UPDATE SET name=excluded.name, "
+                        "data=excluded.data, rev=rev+1 RETURNING rev",
+                        (kind, id_, name, text)).fetchone()
+                elif expect_rev == 0:
+                    row = self._db.execute(
+                        "INSERT INTO objects(kind,id,name,data) VALUES(?,?,?,?) "
+                        "ON CONFLICT(kind,id) DO NOTHING RETURNING rev",
+                        (kind, id_, name, text)).fetchone()
+                else:
+                    row = self._db.execute(
+                        "UPDATE objects SET name=?, data=?, rev=rev+1 "
+                        "WHERE kind=? AND id=? AND rev=? RETURNING rev",
+                        (name, text, kind, id_, expect_rev)).fetchone()
             except sqlite3.IntegrityError as e:
                 raise Conflict(f"{kind} name {name!r} is already in use") from e
+            if row is None:
+                raise revision_conflict(kind, id_, expect_rev)
+            rev = int(row[0])
+            self._changed(Change(kind, id_, name, rev, json.loads(text)))
+        return rev
 
-    def delete(self, kind: str, id_: str) -> None:
+    def delete(self, kind: str, id_: str, expect_rev: int | None = None) -> None:
         with self._lock:
+            row = self._db.execute("SELECT name, rev FROM objects WHERE kind=? AND id=?",
+                                   (kind, id_)).fetchone()
+            if expect_rev is not None and (row is None or int(row[1]) != expect_rev):
+                raise revision_conflict(kind, id_, expect_rev)
+            if row is None:
+                return
             self._db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, id_))
+            self._changed(Change(kind, id_, str(row[0]), int(row[1]) + 1, None))
 
-    def list(self, kind: str) -> list[dict[str, Any]]:
+    def list(self, kind: str) -> builtins.list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT data FROM objects WHERE kind=?", (kind,)).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def records(self, kind: str) -> builtins.list[Record]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, name, rev, data FROM objects WHERE kind=?",
+                                    (kind,)).fetchall()
+        return [Record(kind, str(i), str(n), int(r), json.loads(d)) for i, n, r, d in rows]
 
     # -- address allocations --------------------------------------------------------------
 
@@ -138,3 +199,8 @@ class LocalStore:
         with self._lock:
             rows = self._db.execute("SELECT network,address,owner FROM ipam").fetchall()
         return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+
+def _is_a_store(s: LocalStore) -> Store:
+    """Never called: mypy checks here that LocalStore implements the protocol."""
+    return s
