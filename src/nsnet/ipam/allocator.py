@@ -94,6 +94,54 @@ def parse_subnet(value: str) -> IPNetwork:
     return net
 
 
+def _checked_subnet(value: str, seen: list[IPNetwork]) -> IPNetwork:
+    """A subnet that is not reserved, holds an endpoint and overlaps no earlier pool."""
+    net = parse_subnet(value)
+    for r in RESERVED_SUBNETS:
+        if r.version == net.version and r.overlaps(net):
+            raise Invalid(f"invalid pool request: subnet {net} overlaps the reserved range "
+                          f"{r}")
+    if net.prefixlen > MAX_PREFIX[net.version]:
+        raise Invalid(f"invalid pool request: subnet {net} is too small: it must hold a "
+                      f"gateway and at least one endpoint (at most /"
+                      f"{MAX_PREFIX[net.version]})")
+    for s in seen:
+        if s.version == net.version and s.overlaps(net):
+            raise Invalid(f"invalid pool request: Pool overlaps with other one on this "
+                          f"address space ({net} and {s})")
+    return net
+
+
+def _checked_gateway(value: str, net: IPNetwork) -> str:
+    gwa = parse_address(value, net.version)
+    if gwa not in net:
+        raise Invalid(f"invalid pool request: gateway {gwa} is not in subnet {net}")
+    if gwa == net.network_address:
+        raise Invalid(f"invalid pool request: gateway {gwa} is the network address of "
+                      f"{net}")
+    if net.version == 4 and gwa == net.broadcast_address:
+        raise Invalid(f"invalid pool request: gateway {gwa} is the broadcast address "
+                      f"of {net}")
+    return str(gwa)
+
+
+def _checked_range(value: str, net: IPNetwork) -> str:
+    r = parse_subnet(value)
+    if r.version != net.version or not r.subnet_of(net):  # type: ignore[arg-type]
+        raise Invalid(f"invalid pool request: ip-range {r} is not within subnet {net}")
+    return str(r)
+
+
+def _checked_aux(aux: dict[str, str], net: IPNetwork) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in aux.items():
+        a = parse_address(v, net.version)
+        if a not in net:
+            raise Invalid(f"invalid pool request: aux-address {k}={a} is not in subnet {net}")
+        out[k] = str(a)
+    return out
+
+
 def validate_pools(pools: list[IPAMPool]) -> list[IPAMPool]:
     """Check and normalise user IPAM config as dockerd 25+ does (400 on any inconsistency)."""
     out: list[IPAMPool] = []
@@ -103,44 +151,11 @@ def validate_pools(pools: list[IPAMPool]) -> list[IPAMPool]:
             if p.ip_range or p.gateway or p.aux_addresses:
                 raise Invalid("every ip-range or gateway must have a corresponding subnet")
             continue
-        net = parse_subnet(p.subnet)
-        for r in RESERVED_SUBNETS:
-            if r.version == net.version and r.overlaps(net):
-                raise Invalid(f"invalid pool request: subnet {net} overlaps the reserved range "
-                              f"{r}")
-        if net.prefixlen > MAX_PREFIX[net.version]:
-            raise Invalid(f"invalid pool request: subnet {net} is too small: it must hold a "
-                          f"gateway and at least one endpoint (at most /"
-                          f"{MAX_PREFIX[net.version]})")
-        for s in seen:
-            if s.version == net.version and s.overlaps(net):
-                raise Invalid(f"invalid pool request: Pool overlaps with other one on this "
-                              f"address space ({net} and {s})")
+        net = _checked_subnet(p.subnet, seen)
         seen.append(net)
-        gw = None
-        if p.gateway:
-            gwa = parse_address(p.gateway, net.version)
-            if gwa not in net:
-                raise Invalid(f"invalid pool request: gateway {gwa} is not in subnet {net}")
-            if gwa == net.network_address:
-                raise Invalid(f"invalid pool request: gateway {gwa} is the network address of "
-                              f"{net}")
-            if net.version == 4 and gwa == net.broadcast_address:
-                raise Invalid(f"invalid pool request: gateway {gwa} is the broadcast address "
-                              f"of {net}")
-            gw = str(gwa)
-        rng = None
-        if p.ip_range:
-            r = parse_subnet(p.ip_range)
-            if r.version != net.version or not r.subnet_of(net):  # type: ignore[arg-type]
-                raise Invalid(f"invalid pool request: ip-range {r} is not within subnet {net}")
-            rng = str(r)
-        aux: dict[str, str] = {}
-        for k, v in (p.aux_addresses or {}).items():
-            a = parse_address(v, net.version)
-            if a not in net:
-                raise Invalid(f"invalid pool request: aux-address {k}={a} is not in subnet {net}")
-            aux[k] = str(a)
+        gw = _checked_gateway(p.gateway, net) if p.gateway else None
+        rng = _checked_range(p.ip_range, net) if p.ip_range else None
+        aux = _checked_aux(p.aux_addresses or {}, net)
         out.append(IPAMPool(subnet=str(net), gateway=gw, ip_range=rng, aux_addresses=aux))
     # Docker lists the IPv4 config first whatever the order given.
     out.sort(key=lambda p: ipaddress.ip_network(p.subnet).version)
