@@ -323,6 +323,32 @@ def test_a_bridge_nsnet_did_not_make_is_left_alone(daemon: Daemon) -> None:
     assert host_link(daemon, "foreign0") is not None
 
 
+def test_a_run_on_a_deleted_bridge_fails_until_reconcile(daemon: Daemon) -> None:
+    """bug (issue 9): a join rebuilt a deleted bridge, its addresses and firewall inside the
+    run (reconcile hiding in the hot path). Now the start fails, makes nothing, and names
+    the command; reconcile alone rebuilds."""
+    c = daemon.client()
+    nid = c.networks.create({"Name": "gone", "IPAM": {"Config": [{"Subnet": "10.45.0.0/24"}]}})
+    br = "br-" + nid["Id"][:12]
+    daemon.host.ip("link", "del", br)
+
+    def links() -> set[str]:
+        return {ln["ifname"] for ln in json.loads(daemon.host.ip("-j", "link", "show").stdout)}
+
+    before = links()
+    cid = run(c, network="gone", start=False)
+    e = api_error(c.containers.start, cid)
+    assert e.status == 503 and "gone" in e.message and "nsnet system reconcile" in e.message
+    assert host_link(daemon, br) is None
+    assert wait_for(lambda: links() == before), links() ^ before
+    c.reconcile()
+    c.containers.start(cid)
+    assert ip_of(c, cid, "gone") == "10.45.0.2"
+    link = host_link(daemon, br)
+    assert link is not None and any(a["local"] == "10.45.0.1" for a in link["addr_info"])
+    c.containers.remove(cid, force=True)
+
+
 def test_reconcile_removes_orphaned_firewall_chains(daemon: Daemon) -> None:
     """bug (review): chains left by a crash stayed forever (their map entries held them)."""
     daemon.stop()
