@@ -115,9 +115,10 @@ class MacvlanDriver:
             self._probe_kind(net)
             if _truthy(net.options.get(OPT_HOST_ACCESS)):
                 self._reserve_shim_address(net)
-                self._add_shim(net)
+                self._add_shim(net, made)
         except BaseException:
-            for name in made:
+            # The engine pushes no undo for a create that raised: what this call made goes.
+            for name in reversed(made):
                 links.delete(name)
             raise
 
@@ -153,13 +154,15 @@ class MacvlanDriver:
                     return
         raise Invalid("host_access needs an IPv4 subnet with a free address for the host")
 
-    def _add_shim(self, net: Network) -> None:
+    def _add_shim(self, net: Network, made: list[str]) -> None:
+        """The host-side macvlan; its name joins ``made`` when this call creates it."""
         shim = self._shim_name(net)
         links = self.kernel.links
         if not links.exists(shim):
             pidx = links.index(self._parent(net))
             assert pidx is not None
             links.add_macvlan_into(shim, pidx, "bridge", _shim_mac(net.id), None, None)
+            made.append(shim)
         idx = links.index(shim)
         assert idx is not None
         addr = net.driver_state.get("shim_address")
