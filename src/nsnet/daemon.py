@@ -18,11 +18,11 @@ from aiohttp import web
 from nsnet.api.routes import build
 from nsnet.api.server import ApiServer, Limits
 from nsnet.engine import crashpoints
-from nsnet.engine.base import EngineConfig
-from nsnet.engine.core import Engine
+from nsnet.engine.config import EngineConfig
+from nsnet.engine.wiring import build_engine
 from nsnet.errors import NsnetError
 from nsnet.file_modes import restrict_children, restrict_files, secure_roots
-from nsnet.runtime.runc import become_subreaper
+from nsnet.runtime.runc import Runc, become_subreaper
 
 log = logging.getLogger("nsnet.daemon")
 
@@ -86,20 +86,12 @@ async def serve(args: argparse.Namespace) -> int:
                           host_resolv_conf=Path(args.resolv_conf))
     # Private before anything is stored in them (file_modes.py: who may read what).
     secure_roots(config.data_root, config.exec_root)
-    resolver = None
-    metrics = None
-    if not args.no_dns:
-        from nsnet.engine.dns_hooks import EmbeddedDNS
-
-        resolver = EmbeddedDNS(config)
-        metrics = resolver.metrics_text
-    engine = Engine(config, resolver)
+    runc = Runc(config.exec_root, config.data_root)
+    engine, resolver = build_engine(config, dns=not args.no_dns, runtime=runc)
     # What the engine just made (directories, nsnet.db-wal/-shm) and what an older run left.
     restrict_children(config.data_root)
     restrict_children(config.exec_root)
-    restrict_files(engine.runc.private_files())
-    if resolver is not None:
-        resolver.attach(engine)
+    restrict_files(runc.private_files())
     try:
         report = await engine.start()
     except NsnetError as e:
@@ -107,7 +99,7 @@ async def serve(args: argparse.Namespace) -> int:
         await engine.close()
         return 1
     log.info("reconciled: %s", {k: v for k, v in report.items() if v})
-    api = build(engine, metrics)
+    api = build(engine)
     limits = Limits(max_connections=args.api_max_connections,
                     header_timeout=args.api_header_timeout, body_timeout=args.api_body_timeout)
     server = ApiServer(api.dispatch, limits=limits, access_log=None)

@@ -148,3 +148,28 @@ def test_foreign_sync_converges_in_one_step(present: list[tuple[str, str] | None
             next_handle += 1
     assert sorted(s for _, s in chain if s is not None) == sorted(wanted)
     assert ff.sync_changes(wanted, chain) == ([], [])
+
+
+def test_sandbox_dns_plan_sends_port_53_to_the_resolver_sockets() -> None:
+    """The sandbox's own table: both protocols DNAT to their own port, port 53 stays free
+    (nothing listens there), and the chain is flushed before the rules, so a second apply
+    (another connect) replaces the ports instead of adding a second pair."""
+    from nsnet.kernel.firewall import sandbox_dns_plan
+
+    plan = sandbox_dns_plan(40001, 40002).splitlines()
+    assert plan[0] == "add table ip nsnet-dns"
+    assert "type nat hook output priority -100" in plan[1]
+    assert plan[2] == "flush chain ip nsnet-dns output"
+    rules = plan[3:]
+    assert rules == [
+        'add rule ip nsnet-dns output ip daddr 127.0.0.11 udp dport 53 '
+        'dnat to 127.0.0.11:40001 comment "nsnet embedded DNS"',
+        'add rule ip nsnet-dns output ip daddr 127.0.0.11 tcp dport 53 '
+        'dnat to 127.0.0.11:40002 comment "nsnet embedded DNS"',
+    ]
+    for bad in (0, 65536):
+        try:
+            sandbox_dns_plan(bad, 40002)
+        except ValueError:
+            continue
+        raise AssertionError(f"port {bad} accepted")

@@ -43,10 +43,19 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 class Router:
+    """Method and path template to handler; templates name their segments (``{id}``) and may
+    give a segment its own pattern (``{name:.+}`` for image references holding ``/``)."""
+
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._patterns: list[tuple[str, str]] = []
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, template) of every route, in the order they were added."""
+        return list(self._patterns)
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
+        self._patterns.append((method, pattern))
         rx = "^" + re.sub(r"\{(\w+)(?::([^}]+))?\}",
                           lambda m: f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})",
                           pattern) + "/?$"
@@ -64,6 +73,9 @@ class Router:
 
 
 class Api:
+    """The router and the dispatch that maps error kinds to HTTP statuses (one table: the
+    ``status`` of each ``NsnetError`` kind)."""
+
     def __init__(self) -> None:
         self.router = Router()
 

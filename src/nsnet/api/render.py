@@ -135,7 +135,8 @@ def status_text(c: Container) -> str:
     return st.status.capitalize()
 
 
-def container_json(c: Container, networks: dict[str, Network], image: Image | None) -> dict:
+def container_json(c: Container, networks: dict[str, Network],
+                   image: Image | None) -> dict[str, Any]:
     st = c.state
     settings = networks_of(c, networks)
     top: dict[str, Any] = {"IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "MacAddress": "",

@@ -1,14 +1,25 @@
-"""Container use-cases: create, start, stop, kill, wait, remove, exec."""
+"""Container use-cases: create, start, stop, kill, wait, remove, and the exit of a process.
+
+The lifecycle awaits runc, so each container's changes hold its lock (``Registry.lock_for``);
+the exit of a process is watched by one task per running container, which records the exit,
+tears the sandbox down and, for ``--rm``, removes the container once attached readers drained.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+import shutil
 import signal
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from nsnet.engine.base import NAME_RE, ContainerWaiters, EngineBase, log
 from nsnet.engine.crashpoints import crash_point
-from nsnet.engine.sandboxes import SandboxesMixin, validate_endpoint_request
+from nsnet.engine.ports import Images, Runtime
+from nsnet.engine.registry import NAME_RE, ContainerWaiters, Readers, Registry
+from nsnet.engine.sandboxes import SandboxService, validate_endpoint_request
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified
 from nsnet.model import (
@@ -19,6 +30,8 @@ from nsnet.model import (
     now_rfc3339,
 )
 from nsnet.runtime.runc import ProcessSpec
+
+log = logging.getLogger("nsnet.engine")
 
 
 @dataclass
@@ -83,7 +96,21 @@ def _timeout(value: float | None) -> float:
     return t
 
 
-class ContainersMixin(SandboxesMixin, EngineBase):
+class ContainerService:
+    """Runs containers in sandboxes; owns the exit watchers and the wait futures."""
+
+    def __init__(self, registry: Registry, sandboxes: SandboxService, images: Images,
+                 runtime: Runtime, readers: Readers) -> None:
+        self.registry = registry
+        self.sandboxes = sandboxes
+        self.images = images
+        self.runc = runtime
+        self.readers = readers
+        self.waiters: dict[str, ContainerWaiters] = {}
+        self.exit_tasks: dict[str, asyncio.Task[None]] = {}
+        # Containers inside a restart: their stop must not trigger auto-remove.
+        self.restarting: set[str] = set()
+
     # -- create -----------------------------------------------------------------------------
 
     def create_container(self, req: ContainerCreate) -> Container:
@@ -94,7 +121,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             if not NAME_RE.fullmatch(name):
                 raise Invalid(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                               "are allowed")
-            for other in self.containers.values():
+            for other in self.registry.containers.values():
                 if other.name == name:
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by '
                                    f'container "{other.id}". You have to remove (or rename) that '
@@ -127,14 +154,14 @@ class ContainersMixin(SandboxesMixin, EngineBase):
         attachments = []
         for ref, er in endpoints.items():
             try:
-                net = self.find_network(ref)
+                net = self.registry.find_network(ref)
             except NotFound:
                 net = None  # Docker: a missing network surfaces at start, not at create.
             validate_endpoint_request(net, ref, er)
             attachments.append(Attachment(network_id=net.id if net else ref, request=er))
         cid = new_id()
         c = Container(
-            id=cid, name=name or _random_name(self), image=req.image, image_id=image.id,
+            id=cid, name=name or _random_name(self.registry), image=req.image, image_id=image.id,
             created=now_rfc3339(), cmd=req.cmd if req.cmd is not None else list(image.cmd),
             entrypoint=req.entrypoint, env=list(image.env) + req.env,
             working_dir=req.working_dir, hostname=req.hostname or cid[:12],
@@ -145,7 +172,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
         )
         if mode == "host":
             c.hostname = req.hostname or _host_hostname()
-        self.save_container(c)
+        self.registry.save_container(c)
         crash_point("create.saved")
         self.waiters[c.id] = ContainerWaiters()
         return c
@@ -153,9 +180,9 @@ class ContainersMixin(SandboxesMixin, EngineBase):
     # -- start ------------------------------------------------------------------------------
 
     async def start_container(self, ref: str) -> None:
-        c = self.find_container(ref)
-        async with self.lock_for(c.id):
-            if c.id not in self.containers:
+        c = self.registry.find_container(ref)
+        async with self.registry.lock_for(c.id):
+            if c.id not in self.registry.containers:
                 raise NotFound(f"No such container: {ref}")
             if c.state.status == "running":
                 raise NotModified("container already started")
@@ -167,8 +194,8 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             await self.runc.delete(c.id)
             undo = Undo()
             try:
-                ns_path = self.setup_sandbox(c, undo)
-                etc = self.etc_dir(c)
+                ns_path = self.sandboxes.setup_sandbox(c, undo)
+                etc = self.sandboxes.etc_dir(c)
                 self.runc.prepare(
                     c.id, self.images.rootfs(image),
                     ProcessSpec(args=args, env=c.env, cwd=c.working_dir or "/", user=c.user,
@@ -182,10 +209,10 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                 crash_point("start.runc_started")
             except BaseException as e:
                 undo.rollback()
-                self.teardown_sandbox(c)
+                self.sandboxes.teardown_sandbox(c)
                 try:
                     await self.runc.delete(c.id)  # the bundle and overlay of this attempt
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("removing the bundle of a failed start")
                 c.state.error = str(e)
                 text = str(e).lower()
@@ -194,7 +221,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                     c.state.exit_code = 127
                 elif "permission denied" in text:
                     c.state.exit_code = 126
-                self.save_container(c)
+                self.registry.save_container(c)
                 raise
             c.state.status = "running"
             c.state.pid = pid
@@ -202,39 +229,39 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             c.state.error = ""
             c.state.started_at = now_rfc3339()
             c.state.finished_at = "0001-01-01T00:00:00Z"
-            self.save_container(c)
+            self.registry.save_container(c)
             crash_point("start.saved")
             self.waiters.setdefault(c.id, ContainerWaiters())
-            self.exit_tasks[c.id] = asyncio.create_task(self._watch(c.id, pid))
+            self.exit_tasks[c.id] = asyncio.create_task(self.watch(c.id, pid))
 
-    async def _watch(self, cid: str, pid: int) -> None:
+    async def watch(self, cid: str, pid: int) -> None:
         code = await self.runc.wait_exit(pid)
         await self.container_exited(cid, code)
 
     async def container_exited(self, cid: str, code: int) -> None:
-        c = self.containers.get(cid)
+        c = self.registry.containers.get(cid)
         if c is None:
             return
-        async with self.lock_for(cid):
+        async with self.registry.lock_for(cid):
             c.state.status = "exited"
             c.state.exit_code = code
             c.state.pid = 0
             c.state.finished_at = now_rfc3339()
             try:
-                self.teardown_kernel(c)
+                self.sandboxes.teardown_kernel(c)
                 crash_point("exit.sandbox_removed")
                 # Addresses freed once no link uses them, in the transaction that records the
                 # exit: never free while a stored endpoint (or a live namespace) holds them. A
                 # failed kernel teardown keeps them claimed; reconcile finishes it.
-                self.forget_endpoints(c)
+                self.sandboxes.forget_endpoints(c)
                 crash_point("exit.saved")
                 await self.runc.delete(cid)
                 crash_point("exit.runc_deleted")
-            except Exception:  # noqa: BLE001 - the exit is recorded whatever cleanup says
+            except Exception:
                 log.exception("cleaning up after %s exited (reconcile will retry)", c.short_id)
             finally:
-                if cid in self.containers:
-                    self.save_container(c)
+                if cid in self.registry.containers:
+                    self.registry.save_container(c)
         self.exit_tasks.pop(cid, None)
         w = self.waiters.get(cid)
         if w:
@@ -243,7 +270,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
         if c.auto_remove and cid not in self.restarting:
             # Let attached clients (docker run --rm) read the last output before it goes.
             deadline = asyncio.get_running_loop().time() + 5
-            while self.readers.get(cid, 0) > 0 and \
+            while self.readers.attached(cid) > 0 and \
                     asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
             await self.remove_container(cid, force=True)
@@ -252,7 +279,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
 
     async def stop_container(self, ref: str, timeout: float | None = None,
                              sig: str | None = None) -> None:
-        c = self.find_container(ref)
+        c = self.registry.find_container(ref)
         # Everything checked before the signal goes: a refusal must change nothing.
         t = _timeout(timeout)
         first = _sig(sig, signal.SIGTERM)
@@ -275,14 +302,14 @@ class ContainersMixin(SandboxesMixin, EngineBase):
             await asyncio.shield(task)
 
     async def kill_container(self, ref: str, sig: str | None = None) -> None:
-        c = self.find_container(ref)
+        c = self.registry.find_container(ref)
         n = _sig(sig, signal.SIGKILL)
         if c.state.status != "running":
             raise Conflict(f"Cannot kill container: {c.id}: container {c.id} is not running")
         await self.runc.kill(c.id, n)
 
     async def wait_container(self, ref: str, condition: str = "not-running") -> int:
-        c = self.find_container(ref)
+        c = self.registry.find_container(ref)
         w = self.waiters.setdefault(c.id, ContainerWaiters())
         loop = asyncio.get_running_loop()
         if condition in ("", "not-running"):
@@ -303,7 +330,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
 
     async def restart_container(self, ref: str, timeout: float | None = None) -> None:
         """Docker keeps an auto-remove container across a restart's stop."""
-        c = self.find_container(ref)
+        c = self.registry.find_container(ref)
         _timeout(timeout)
         self.restarting.add(c.id)
         try:
@@ -316,7 +343,7 @@ class ContainersMixin(SandboxesMixin, EngineBase):
     # -- remove -----------------------------------------------------------------------------
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
-        c = self.find_container(ref)
+        c = self.registry.find_container(ref)
         for _ in range(5):
             if c.state.status == "running":
                 if not force:
@@ -327,53 +354,38 @@ class ContainersMixin(SandboxesMixin, EngineBase):
                 await self.runc.kill(c.id, signal.SIGKILL)
                 if task is not None:
                     await asyncio.shield(task)
-                if c.id not in self.containers:
+                if c.id not in self.registry.containers:
                     return  # auto-remove already took it
-            async with self.lock_for(c.id):
-                if c.id not in self.containers:
+            async with self.registry.lock_for(c.id):
+                if c.id not in self.registry.containers:
                     return
                 if c.state.status == "running":
                     continue  # started while we waited for the lock: stop it first
-                self.teardown_sandbox(c)
+                self.sandboxes.teardown_sandbox(c)
                 await self.runc.delete(c.id)
                 crash_point("rm.runc_deleted")
                 self.runc.remove_data(c.id)
-                _rmtree(self.etc_dir(c))
+                _rmtree(self.sandboxes.etc_dir(c))
                 crash_point("rm.data_removed")
-                self.store.delete("container", c.id)
+                self.registry.store.delete("container", c.id)
                 crash_point("rm.forgotten")
-                self.containers.pop(c.id, None)
+                self.registry.containers.pop(c.id, None)
                 break
         else:
             raise Conflict(f"container {c.id} keeps being restarted: not removed")
-        lock = self.locks.get(c.id)
+        lock = self.registry.locks.get(c.id)
         if lock is not None and not lock.locked():
-            self.locks.pop(c.id, None)
+            self.registry.locks.pop(c.id, None)
         w = self.waiters.pop(c.id, None)
         if w:
             w.gone(c.state.exit_code)
 
-    # -- exec -------------------------------------------------------------------------------
 
-    async def exec_process(self, ref: str, cmd: list[str], env: list[str], workdir: str,
-                           user: str, detach: bool) -> asyncio.subprocess.Process:
-        c = self.find_container(ref)
-        if c.state.status != "running":
-            raise Conflict(f"container {c.id} is not running")
-        spec = ProcessSpec(args=cmd, env=list(c.env) + list(env),
-                           cwd=workdir or c.working_dir or "/", user=user or c.user)
-        return await self.runc.exec(c.id, spec, detach)
-
-
-def _rmtree(path: object) -> None:
-    import shutil
-
+def _rmtree(path: Path) -> None:
     shutil.rmtree(str(path), ignore_errors=True)
 
 
 def _host_hostname() -> str:
-    import socket
-
     return socket.gethostname()
 
 
@@ -382,12 +394,10 @@ _NOUN = ("lovelace", "turing", "hopper", "ritchie", "thompson", "torvalds", "knu
          "kay", "perlman")
 
 
-def _random_name(engine: EngineBase) -> str:
-    import secrets
-
+def _random_name(registry: Registry) -> str:
     while True:
         n = f"{secrets.choice(_ADJ)}_{secrets.choice(_NOUN)}{secrets.randbelow(100)}"
-        if all(c.name != n for c in engine.containers.values()):
+        if all(c.name != n for c in registry.containers.values()):
             return n
 
 

@@ -1,254 +1,257 @@
-"""The engine: wires the store, IPAM, kernel, drivers and runtime, and reconciles at start."""
+"""The engine's face: one ``Engine`` that implements the API's ``Backend`` by delegating.
+
+It holds no state of its own: the services (networks, sandboxes, connections, containers,
+sessions, reconcile) do the work, each over the collaborators it was handed in
+``engine/wiring.py``. What is here is the glue a use-case needs across services: Docker's
+removal of an auto-remove container whose start failed, the in-use check of an image removal,
+the temporary file of an image import, the counts of ``GET /info``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from typing import Any
+import tempfile
+from collections.abc import AsyncIterable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-from nsnet.drivers.base import Sandbox
-from nsnet.drivers.bridge import BridgeDriver
-from nsnet.drivers.macvlan import MacvlanDriver
-from nsnet.drivers.null import HostDriver, NullDriver
-from nsnet.engine.base import ContainerWaiters, EngineConfig, log
-from nsnet.engine.containers import ContainersMixin
-from nsnet.engine.networks import NetworksMixin
-from nsnet.engine.resolver import NoResolver, ResolverHooks
-from nsnet.errors import NsnetError
-from nsnet.ipam.allocator import Allocator
-from nsnet.kernel import netns
-from nsnet.kernel.host import HostKernel
-from nsnet.model import Container, Endpoint, Network
-from nsnet.runtime.images import ImageStore
-from nsnet.runtime.runc import Runc
-from nsnet.store.local import LocalStore
+from nsnet.drivers.base import Driver
+from nsnet.engine.config import EngineConfig
+from nsnet.engine.connections import ConnectionService
+from nsnet.engine.containers import ContainerCreate, ContainerService
+from nsnet.engine.filter_regex import filter_budget
+from nsnet.engine.filters import check_container_filters, container_matches, network_matches
+from nsnet.engine.networks import NetworkCreate, NetworkService
+from nsnet.engine.ports import Images, Kernel, Runtime, Store
+from nsnet.engine.reconcile import Reconciler, Report
+from nsnet.engine.registry import ContainerWaiters, Registry
+from nsnet.engine.sandboxes import SandboxService
+from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession, Sessions, Sink
+from nsnet.errors import Invalid, NotModified, NsnetError
+from nsnet.model import Container, EndpointRequest, Image, Network
 
 
-class Engine(NetworksMixin, ContainersMixin):
-    def __init__(self, config: EngineConfig, resolver: ResolverHooks | None = None) -> None:
-        self.config = config
-        config.data_root.mkdir(parents=True, exist_ok=True)
-        config.exec_root.mkdir(parents=True, exist_ok=True)
-        # Made now, private, rather than by the first container (nsnet.file_modes).
-        (config.exec_root / "sandboxes").mkdir(mode=0o700, exist_ok=True)
-        self.store = LocalStore(config.data_root / "nsnet.db")
-        self.ipam = Allocator(self.store)
-        self.host = HostKernel(config.exec_root)
-        self.drivers = {
-            "bridge": BridgeDriver(self.host),
-            "host": HostDriver(),
-            "null": NullDriver(),
-            "macvlan": MacvlanDriver(self.host, lambda: list(self.networks.values())),
-            "ipvlan": MacvlanDriver(self.host, lambda: list(self.networks.values()), "ipvlan"),
-        }
-        self.images = ImageStore(config.data_root / "images")
-        self.runc = Runc(config.exec_root, config.data_root)
-        self.resolver = resolver or NoResolver()
-        self.networks = {}
-        self.containers = {}
-        self.waiters = {}
-        self.locks = {}
-        self.exit_tasks = {}
-        self.readers = {}
-        self.restarting = set()
+def invalid_command(message: str) -> bool:
+    """moby's isInvalidCommand and its EACCES check: why a container's command cannot run."""
+    m = message.lower()
+    return any(t in m for t in ("executable file not found", "no such file or directory",
+                                "permission denied"))
 
-    def register_driver(self, name: str, driver: Any) -> None:
-        self.drivers[name] = driver
 
-    async def start(self) -> dict[str, Any]:
-        for d in self.store.list("network"):
-            n = Network.from_dict(d)
-            self.networks[n.id] = n
-        for d in self.store.list("container"):
-            c = Container.from_dict(d)
-            self.containers[c.id] = c
-            self.waiters[c.id] = ContainerWaiters()
-        await asyncio.get_running_loop().run_in_executor(None, self.images.ensure_busybox)
-        self.ensure_predefined()
+@dataclass(frozen=True)
+class EngineInfo:
+    """What ``GET /info`` reports of the engine."""
+
+    daemon_id: str
+    containers: int
+    running: int
+    images: int
+    network_drivers: list[str]
+    data_root: Path
+    exec_root: Path
+
+
+@dataclass
+class Services:
+    """The engine's parts, built once by ``engine.wiring.build_engine``."""
+
+    config: EngineConfig
+    store: Store
+    kernel: Kernel
+    images: Images
+    runtime: Runtime
+    drivers: Mapping[str, Driver]
+    registry: Registry
+    networks: NetworkService
+    sandboxes: SandboxService
+    connections: ConnectionService
+    containers: ContainerService
+    sessions: Sessions
+    reconciler: Reconciler
+
+
+class Engine:
+    """The ``Backend`` of the API (nsnet.api.backend), over the engine's services."""
+
+    def __init__(self, services: Services, metrics: Callable[[], str] | None = None) -> None:
+        self.s = services
+        self.config = services.config
+        self.registry = services.registry
+        self.runtime = services.runtime
+        self._metrics = metrics
+
+    # -- life -------------------------------------------------------------------------------
+
+    async def start(self) -> Report:
+        """Load the store, make the predefined networks, reconcile the kernel to the store."""
+        self.registry.load()
+        for cid in self.registry.containers:
+            self.s.containers.waiters[cid] = ContainerWaiters()
+        await asyncio.get_running_loop().run_in_executor(None, self.s.images.ensure_busybox)
+        self.s.networks.ensure_predefined()
         return await self.reconcile()
 
-    async def reconcile(self) -> dict[str, Any]:
-        """Make the kernel match the store (DESIGN.md rule 3); report what was changed."""
-        report: dict[str, Any] = {"networks_rebuilt": [], "containers_lost": [],
-                                  "links_removed": [], "namespaces_removed": [],
-                                  "chains_removed": [], "addresses_released": 0,
-                                  "addresses_reclaimed": 0, "address_conflicts": [],
-                                  "endpoints_restored": [], "runc_removed": []}
-        self.host.firewall.ensure_base()
-        for net in list(self.networks.values()):
-            drv = self.drivers.get(net.driver)
-            if drv is None:
-                continue
-            try:
-                drv.create_network(net)
-                self.save_network(net)
-                report["networks_rebuilt"].append(net.name)
-            except Exception:  # noqa: BLE001
-                log.exception("rebuilding network %s", net.name)
-        # Containers the store thinks are running: adopt the live ones, close the dead ones.
-        # The live ones first: their addresses are claimed before any teardown frees one.
-        unwatched = [c for c in self.containers.values()
-                     if c.state.status == "running" and c.id not in self.exit_tasks]
-        dead = []
-        for c in unwatched:
-            alive = c.state.pid > 0 and _pid_alive(c.state.pid) and (
-                c.network_mode == "host" or os.path.exists(self.ns_path(c)))
-            if alive:
-                self.exit_tasks[c.id] = asyncio.create_task(self._watch(c.id, c.state.pid))
-                self._adopt(c, report)
-            else:
-                dead.append(c)
-        for c in dead:
-            report["containers_lost"].append(c.name)
-            # The exit status died with the previous daemon; 255 says "unknown".
-            await self.container_exited(c.id, 255)
-        # Not running yet stored with endpoints: an exit whose kernel teardown failed.
-        for c in list(self.containers.values()):
-            if c.state.status != "running" and any(a.endpoint for a in c.attachments):
-                try:
-                    self.teardown_sandbox(c)
-                except Exception:  # noqa: BLE001
-                    log.exception("releasing the endpoints of stopped %s", c.short_id)
-        owned_links = set()
-        live_eps = set()
-        for c in self.containers.values():
-            for a in c.attachments:
-                if a.endpoint is not None:
-                    live_eps.add(a.endpoint.id)
-                    if a.endpoint.host_ifname:
-                        owned_links.add(a.endpoint.host_ifname)
-        for net in self.networks.values():
-            if net.driver_state.get("bridge"):
-                owned_links.add(net.driver_state["bridge"])
-            owned = getattr(self.drivers.get(net.driver), "owned_links", None)
-            if owned is not None:
-                owned_links |= owned(net)
-        for name, _alias in list(self.host.links.tagged("nsnet:")):
-            if name not in owned_links:
-                self.host.links.delete(name)
-                report["links_removed"].append(name)
-        for net in self.networks.values():
-            stale = getattr(self.drivers.get(net.driver), "stale_ports", None)
-            if stale is None:
-                continue
-            for name in stale(net, owned_links):
-                self.host.links.delete(name)
-                report["links_removed"].append(name)
-        live_ns = {self.ns_path(c) for c in self.containers.values()
-                   if c.state.status == "running" and c.network_mode != "host"}
-        for entry in os.listdir(self.host.netns_dir):
-            p = str(self.host.netns_dir / entry)
-            if p not in live_ns:
-                netns.remove(p)
-                report["namespaces_removed"].append(entry)
-        known = {n.short_id for n in self.networks.values()}
-        for sid in self.host.firewall.network_chains():
-            if sid not in known:
-                self.host.firewall.remove_stale(sid)
-                report["chains_removed"].append(sid)
-        # Our accepts in another firewall's FORWARD chain (kernel/foreign_firewall.py): the
-        # networks' re-create above restored theirs; these belong to no network.
-        report["forward_accepts_removed"] = self.host.firewall.foreign.remove_unowned(known)
-        for network, address, owner in self.store.ipam_all():
-            if owner not in live_eps:
-                self.ipam.release(network, address)
-                report["addresses_released"] += 1
-        running = {c.id for c in self.containers.values() if c.state.status == "running"}
-        for cid in self.runc.list_ids():
-            if cid not in running:
-                await self.runc.delete(cid)
-                report["runc_removed"].append(cid)
-        return report
-
-    def _adopt(self, c: Container, report: dict[str, Any]) -> None:
-        """A container that outlived the daemon: its endpoints as stored, in the kernel (links
-        up, default route), in IPAM (addresses claimed) and in the resolver; what a restore
-        changed (a re-made veth's name) written back, or the next reconcile would delete it."""
-        before = c.to_dict()
-        for a in c.attachments:
-            anet = self.networks.get(a.network_id)
-            if a.endpoint is None or anet is None:
-                continue
-            self._reclaim(c, anet, a.endpoint, report)
-            restore = getattr(self.drivers.get(anet.driver), "restore", None)
-            if restore is not None:
-                try:
-                    restore(anet, a.endpoint, Sandbox(c.id, c.sandbox_key or None))
-                except Exception:  # noqa: BLE001
-                    log.exception("restoring %s on %s", c.short_id, anet.name)
-        if c.sandbox_key:
-            self._revive_sandbox(c)
-        if c.sandbox_key and self.on_user_network(c):
-            self.resolver.sandbox_up(c, c.sandbox_key)
-        for a in c.attachments:
-            if a.endpoint is not None and a.network_id in self.networks:
-                self.resolver.endpoint_up(c, self.networks[a.network_id], a.endpoint)
-        try:
-            # A crash between a disconnect's save and its file updates leaves stale names.
-            self.write_etc_files(c)
-        except OSError:
-            log.exception("rewriting /etc files of %s", c.short_id)
-        if c.to_dict() != before:
-            self.save_container(c)
-            report["endpoints_restored"].append(c.name)
-
-    def _reclaim(self, c: Container, net: Network, ep: Endpoint,
-                 report: dict[str, Any]) -> None:
-        """Claim a stored endpoint's addresses in IPAM again if a crash left them free."""
-        for addr, fam in ((ep.ipv4, 4), (ep.ipv6, 6)):
-            if not addr:
-                continue
-            owner = self.store.ipam_owner(net.id, addr)
-            if owner == ep.id:
-                continue
-            if owner is None:
-                try:
-                    self.ipam.allocate(net, ep.id, fam, requested=addr)
-                    report["addresses_reclaimed"] += 1
-                except NsnetError as e:
-                    log.error("cannot claim %s of %s on %s again: %s", addr, c.short_id,
-                              net.name, e.message)
-                    report["address_conflicts"].append(f"{net.name}:{addr}")
-                continue
-            # Only a state written before this ordering existed can get here.
-            log.error("%s of %s on %s is held by endpoint %s too", addr, c.short_id, net.name,
-                      owner[:12])
-            report["address_conflicts"].append(f"{net.name}:{addr}")
-
-    def _revive_sandbox(self, c: Container) -> None:
-        """Links a cut-short disconnect left down come back up, with the default route the
-        store marks (a link going down takes its routes along), or a new pick if none is."""
-        try:
-            with self.host.sandbox_links(c.sandbox_key) as links:
-                for a in c.attachments:
-                    ep = a.endpoint
-                    if ep is None or not links.exists(ep.ifname):
-                        continue
-                    links.set_up(ep.ifname)
-                    if ep.default_route and ep.gateway:
-                        links.set_default_route(ep.ifname, ep.gateway, 4)
-                    if ep.default_route and ep.ipv6_gateway:
-                        links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
-            self.pick_default_route(c)
-        except (OSError, NsnetError):
-            log.exception("reviving the links of %s", c.short_id)
+    async def reconcile(self) -> Report:
+        return await self.s.reconciler.run()
 
     async def close(self) -> None:
-        for t in list(self.exit_tasks.values()):
+        for t in list(self.s.containers.exit_tasks.values()):
             t.cancel()
-        self.host.close()
-        self.store.close()
+        self.s.kernel.close()
+        self.s.store.close()
+
+    # -- system -----------------------------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        cs = list(self.registry.containers.values())
+        return EngineInfo(
+            daemon_id=str(self.config.extra.get("daemon_id", "")), containers=len(cs),
+            running=sum(1 for c in cs if c.state.status == "running"),
+            images=len(self.s.images.list()),
+            network_drivers=sorted({"null", *self.s.drivers.keys()}),
+            data_root=self.config.data_root, exec_root=self.config.exec_root)
+
+    def metrics_text(self) -> str:
+        return self._metrics() if self._metrics is not None else ""
+
+    # -- networks ---------------------------------------------------------------------------
+
+    def network_table(self) -> Mapping[str, Network]:
+        return self.registry.networks
+
+    def find_network(self, ref: str) -> Network:
+        return self.registry.find_network(ref)
+
+    def network_users(self, net: Network) -> list[Container]:
+        return self.registry.network_users(net)
+
+    def list_networks(self, filters: dict[str, list[str]]) -> list[Network]:
+        out = []
+        with filter_budget():
+            for n in sorted(self.registry.networks.values(), key=lambda n: n.name):
+                if network_matches(n, filters, bool(self.registry.network_users(n))):
+                    out.append(n)
+        return out
+
+    def create_network(self, req: NetworkCreate) -> Network:
+        return self.s.networks.create_network(req)
+
+    def remove_network(self, ref: str) -> None:
+        self.s.networks.remove_network(ref)
+
+    def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
+        return self.s.networks.prune_networks(filters)
+
+    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
+        self.s.connections.connect(net_ref, c_ref, req)
+
+    def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
+        self.s.connections.disconnect(net_ref, c_ref, force)
+
+    # -- images -----------------------------------------------------------------------------
+
+    def list_images(self) -> list[Image]:
+        return self.s.images.list()
+
+    def find_image(self, ref: str) -> Image:
+        return self.s.images.resolve(ref)
+
+    async def import_image(self, chunks: AsyncIterable[bytes], repo: str | None) -> Image:
+        """The upload goes to a private file under the data root, then into the image store
+        off the event loop; the file goes whatever happens."""
+        tmpdir = self.config.data_root / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tmpdir, suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in chunks:
+                    f.write(chunk)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self.s.images.import_tar, Path(tmp), repo)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def remove_image(self, ref: str, force: bool) -> list[dict[str, str]]:
+        img = self.s.images.resolve(ref)
+        in_use = any(c.image_id == img.id for c in self.registry.containers.values())
+        return self.s.images.remove(ref, force, in_use)
+
+    # -- containers -------------------------------------------------------------------------
+
+    def find_container(self, ref: str) -> Container:
+        return self.registry.find_container(ref)
+
+    def list_containers(self, show_all: bool, filters: dict[str, list[str]]) -> list[Container]:
+        names = check_container_filters(filters)
+        out = []
+        with filter_budget():
+            for c in sorted(self.registry.containers.values(), key=lambda c: c.created,
+                            reverse=True):
+                if not show_all and c.state.status != "running" and "status" not in filters:
+                    continue
+                if container_matches(c, filters, names, self.registry.networks):
+                    out.append(c)
+        return out
+
+    def create_container(self, req: ContainerCreate) -> Container:
+        return self.s.containers.create_container(req)
+
+    async def start_container(self, ref: str) -> None:
+        """A client's start: moby removes an auto-remove container whose start failed
+        (``docker run --rm`` waits for condition=removed before it reports the error), and a
+        command that cannot run is the caller's error (moby's setExitCodeFromError)."""
+        c = self.registry.find_container(ref)
+        try:
+            await self.s.containers.start_container(c.id)
+        except NotModified:
+            raise
+        except Exception as e:
+            cur = self.registry.containers.get(c.id)
+            if cur is not None and cur.auto_remove and cur.state.status != "running":
+                with contextlib.suppress(NsnetError):
+                    await self.s.containers.remove_container(c.id, force=True)
+            if isinstance(e, NsnetError) and e.status >= 500 and invalid_command(e.message):
+                raise Invalid(e.message) from e
+            raise
+
+    async def stop_container(self, ref: str, timeout: float | None = None,
+                             sig: str | None = None) -> None:
+        await self.s.containers.stop_container(ref, timeout, sig)
+
+    async def restart_container(self, ref: str, timeout: float | None = None) -> None:
+        await self.s.containers.restart_container(ref, timeout)
+
+    async def kill_container(self, ref: str, sig: str | None = None) -> None:
+        await self.s.containers.kill_container(ref, sig)
+
+    async def wait_container(self, ref: str, condition: str = "not-running") -> int:
+        return await self.s.containers.wait_container(ref, condition)
+
+    async def remove_container(self, ref: str, force: bool = False) -> None:
+        await self.s.containers.remove_container(ref, force)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    async def stream_logs(self, ref: str, sink: Sink, stdout: bool, stderr: bool,
+                          follow: bool, tail: int | None) -> None:
+        c = self.registry.find_container(ref)
+        await self.s.sessions.stream_logs(c, sink, stdout, stderr, follow, tail)
+
+    async def attach(self, ref: str, sink: Sink, stdout: bool, stderr: bool, logs: bool,
+                     stream: bool) -> None:
+        await self.s.sessions.attach(ref, sink, stdout, stderr, logs, stream)
+
+    def create_exec(self, ref: str, cfg: ExecConfig) -> ExecRecord:
+        return self.s.sessions.create_exec(ref, cfg)
+
+    def find_exec(self, exec_id: str) -> ExecRecord:
+        return self.s.sessions.find_exec(exec_id)
+
+    async def start_exec(self, exec_id: str, detach: bool) -> ExecSession | None:
+        return await self.s.sessions.start_exec(exec_id, detach)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return False
+

@@ -2,8 +2,12 @@
 
 For each sandbox on a user-defined network, two sockets are opened *inside* its namespace on
 127.0.0.11 at kernel-chosen ports, handed to the one ``DNSServer`` of the daemon, and a small
-``ip nsnet-dns`` table in the sandbox DNATs 127.0.0.11:53 to them, so port 53 stays free for the
-container's own use. Conntrack undoes the DNAT on replies, so no SNAT rule is needed.
+``ip nsnet-dns`` table in the sandbox (``kernel.firewall.sandbox_dns_plan``) DNATs
+127.0.0.11:53 to them, so port 53 stays free for the container's own use.
+
+It is handed what it needs and nothing more: a function that looks a network up by ID (to know
+whether a container is internal-only), the kernel's namespaces (to open sockets inside one)
+and its nft runner for a sandbox.
 """
 
 from __future__ import annotations
@@ -12,38 +16,21 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nsnet.dns.records import Records
 from nsnet.dns.server import DNSServer
-from nsnet.engine.base import EngineConfig
 from nsnet.fds import raise_socket
-from nsnet.kernel.nft import run_in_namespace
+from nsnet.kernel.api import Namespaces
+from nsnet.kernel.firewall import RESOLVER_IP, sandbox_dns_plan
 from nsnet.model import PREDEFINED_NETWORKS, Container, Endpoint, Network
-
-if TYPE_CHECKING:
-    from nsnet.engine.core import Engine
 
 log = logging.getLogger("nsnet.dns")
 
-RESOLVER_IP = "127.0.0.11"
 SO_RCVBUFFORCE = 33  # not exported by the socket module
-SANDBOX_TABLE = "ip nsnet-dns"
-
-
-def sandbox_dns_plan(udp_port: int, tcp_port: int) -> str:
-    return "\n".join([
-        f"add table {SANDBOX_TABLE}",
-        f"add chain {SANDBOX_TABLE} output "
-        "{ type nat hook output priority -100; policy accept; }",
-        f"flush chain {SANDBOX_TABLE} output",
-        f"add rule {SANDBOX_TABLE} output ip daddr {RESOLVER_IP} udp dport 53 "
-        f"dnat to {RESOLVER_IP}:{udp_port} comment \"nsnet embedded DNS\"",
-        f"add rule {SANDBOX_TABLE} output ip daddr {RESOLVER_IP} tcp dport 53 "
-        f"dnat to {RESOLVER_IP}:{tcp_port} comment \"nsnet embedded DNS\"",
-    ]) + "\n"
+NftInNamespace = Callable[[str, str], None]
 
 
 def read_upstreams(path: Path) -> list[str]:
@@ -67,23 +54,45 @@ def read_upstreams(path: Path) -> list[str]:
     return servers[:3]
 
 
+def _open_sockets() -> tuple[socket.socket, socket.socket]:
+    """Run inside the sandbox: the resolver's UDP and TCP sockets on 127.0.0.11."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Bursts from one busy container must not overflow the default ~200 KiB queue;
+        # the memory is only used while queries wait.
+        with contextlib.suppress(OSError):
+            udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 20)
+        udp.bind((RESOLVER_IP, 0))
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((RESOLVER_IP, 0))
+        tcp.listen(128)
+    except BaseException:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
+
+
 class EmbeddedDNS:
-    def __init__(self, config: EngineConfig) -> None:
-        self.config = config
+    """The engine's ``ResolverHooks`` over one ``DNSServer`` and its record table."""
+
+    def __init__(self, resolv_conf: Path, network: Callable[[str], Network | None],
+                 namespaces: Namespaces, nft_in: NftInNamespace) -> None:
+        self.resolv_conf = resolv_conf
+        self.network = network
+        self.namespaces = namespaces
+        self.nft_in = nft_in
         self.records = Records()
         self.server: DNSServer | None = None
-        self.engine: Engine | None = None
         # Sandbox id -> the task registering its sockets; updates wait for it.
         self._served: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
 
-    def attach(self, engine: Engine) -> None:
-        self.engine = engine
-
     def _server(self) -> DNSServer:
         if self.server is None:
             self.server = DNSServer(self.records,
-                                    lambda: read_upstreams(self.config.host_resolv_conf))
+                                    lambda: read_upstreams(self.resolv_conf))
         return self.server
 
     def metrics_text(self) -> str:
@@ -115,43 +124,21 @@ class EmbeddedDNS:
 
     def _forward(self, c: Container) -> bool:
         """Internal-only containers get names but no upstream (Docker's behaviour)."""
-        assert self.engine is not None
-        nets = [self.engine.networks.get(a.network_id) for a in c.attachments]
+        nets = [self.network(a.network_id) for a in c.attachments]
         live = [n for n in nets if n is not None]
         return not live or any(not n.internal for n in live)
 
     # -- hooks ------------------------------------------------------------------------------
 
     def sandbox_up(self, c: Container, ns_path: str) -> None:
-        assert self.engine is not None
         server = self._server()
         if c.id in self._served:
             self._update(c)
             return
-        ns = self.engine.host.ns
-
-        def open_sockets() -> tuple[socket.socket, socket.socket]:
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                # Bursts from one busy container must not overflow the default ~200 KiB queue;
-                # the memory is only used while queries wait.
-                with contextlib.suppress(OSError):
-                    udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 20)
-                udp.bind((RESOLVER_IP, 0))
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                tcp.bind((RESOLVER_IP, 0))
-                tcp.listen(128)
-            except BaseException:
-                udp.close()
-                tcp.close()
-                raise
-            return udp, tcp
-
-        udp, tcp = ns.call_in(ns_path, open_sockets)
+        udp, tcp = self.namespaces.call_in(ns_path, _open_sockets)
         try:
             # In the nftables thread, whose descriptor numbers stay low (libnftables select()s).
-            run_in_namespace(ns_path, sandbox_dns_plan(udp.getsockname()[1],
+            self.nft_in(ns_path, sandbox_dns_plan(udp.getsockname()[1],
                                                        tcp.getsockname()[1]))
         except BaseException:
             udp.close()

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import re
-import time
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from nsnet.engine.base import NAME_RE, EngineBase, log
+from nsnet.drivers.base import Driver, UniqueValidator
+from nsnet.engine.config import EngineConfig
 from nsnet.engine.crashpoints import crash_point
-from nsnet.engine.filter_regex import filter_regex
+from nsnet.engine.filters import created_ts, label_match, parse_duration
+from nsnet.engine.ports import Kernel, Store
+from nsnet.engine.registry import NAME_RE, Registry, driver_of
+from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
-from nsnet.ipam.allocator import default_gateway, pick_subnet, validate_pools
+from nsnet.ipam.allocator import Allocator, default_gateway, pick_subnet, validate_pools
 from nsnet.model import (
-    PREDEFINED_NETWORKS,
     RESERVED_NETWORK_NAMES,
     IPAMPool,
     Network,
     new_id,
     now_rfc3339,
 )
+
+log = logging.getLogger("nsnet.engine")
 
 LOCAL_DRIVERS = ("bridge", "host", "null", "macvlan", "ipvlan")
 
@@ -43,45 +49,26 @@ class NetworkCreate:
     scope: str = ""
 
 
-def parse_duration(value: str) -> float:
-    """Docker's ``until`` filter: a Go duration (``24h``, ``1h30m``) or a timestamp."""
-    m = re.fullmatch(r"((?:\d+(?:\.\d+)?(?:h|m|s|ms))+)", value)
-    if m:
-        total = 0.0
-        for num, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", value):
-            total += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
-        return time.time() - total
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    from datetime import datetime
+class NetworkService:
+    """Creates and removes networks: validate all, then driver, then store (rule 2)."""
 
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise Invalid(f"invalid filter 'until={value}': not a duration or a timestamp") from None
+    def __init__(self, registry: Registry, store: Store, ipam: Allocator, kernel: Kernel,
+                 drivers: Mapping[str, Driver], resolver: ResolverHooks,
+                 config: EngineConfig) -> None:
+        self.registry = registry
+        self.store = store
+        self.ipam = ipam
+        self.kernel = kernel
+        self.drivers = drivers
+        self.resolver = resolver
+        self.config = config
 
-
-def created_ts(net: Network) -> float:
-    from datetime import datetime
-
-    s = net.created
-    if "." in s:
-        head, frac = s.rstrip("Z").split(".", 1)
-        s = f"{head}.{frac[:6]}+00:00"
-    else:
-        s = s.replace("Z", "+00:00")
-    return datetime.fromisoformat(s).timestamp()
-
-
-class NetworksMixin(EngineBase):
     def host_reserved_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """On-link host routes and nameservers: Docker never picks a pool overlapping them."""
         out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         try:
-            out.extend(self.host.routes.networks())
-        except Exception:  # noqa: BLE001
+            out.extend(self.kernel.routes.networks())
+        except Exception:
             log.exception("reading host routes")
         try:
             for line in self.config.host_resolv_conf.read_text().splitlines():
@@ -98,8 +85,6 @@ class NetworksMixin(EngineBase):
     def _pick_ula(self) -> ipaddress.IPv6Network:
         """Docker 28's default IPv6 pool: a /48 ULA derived from this daemon's identity, cut
         into /64s, the first one no network uses."""
-        import hashlib
-
         seed = hashlib.sha256(str(self.config.data_root.resolve()).encode()).digest()[:5]
         base = ipaddress.IPv6Network((b"\xfd" + seed + bytes(10), 48))
         used = [n for n in self._used_subnets() if n.version == 6]
@@ -109,12 +94,13 @@ class NetworksMixin(EngineBase):
         raise Forbidden("no free IPv6 /64 left in the default ULA pool")
 
     def _used_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        return [ipaddress.ip_network(p.subnet) for n in self.networks.values() for p in n.pools]
+        return [ipaddress.ip_network(p.subnet) for n in self.registry.networks.values()
+                for p in n.pools]
 
     def _check_overlaps(self, pools: list[IPAMPool], driver: str) -> None:
         for p in pools:
             new = ipaddress.ip_network(p.subnet)
-            for n in self.networks.values():
+            for n in self.registry.networks.values():
                 for q in n.pools:
                     old = ipaddress.ip_network(q.subnet)
                     if old.version == new.version and old.overlaps(new):
@@ -122,8 +108,7 @@ class NetworksMixin(EngineBase):
                                         f"this address space ({new} overlaps {old} of network "
                                         f"{n.name})")
 
-    def create_network(self, req: NetworkCreate, predefined: bool = False) -> Network:
-        name = req.name or ""
+    def _check_name(self, name: str, predefined: bool) -> None:
         if not name.strip():
             raise Invalid("invalid name: name is empty")
         if not predefined and name in RESERVED_NETWORK_NAMES:
@@ -133,10 +118,11 @@ class NetworksMixin(EngineBase):
                           "allowed")
         if len(name) > 255:
             raise Invalid("invalid network name: longer than 255 characters")
-        for n in self.networks.values():
+        for n in self.registry.networks.values():
             if n.name == name:
                 raise Conflict(f"network with name {name} already exists")
-        driver = req.driver or "bridge"
+
+    def _check_driver(self, req: NetworkCreate, driver: str) -> None:
         if driver == "overlay":
             raise Forbidden("overlay networks are not available yet in nsnet")
         if driver not in self.drivers:
@@ -146,6 +132,29 @@ class NetworksMixin(EngineBase):
                             "member")
         if req.ipam_driver not in ("", "default"):
             raise NotFound(f"plugin \"{req.ipam_driver}\" not found")
+
+    def _complete_pools(self, pools: list[IPAMPool], req: NetworkCreate,
+                        driver: str) -> list[IPAMPool]:
+        """The validated pools, plus a free IPv4 subnet and an IPv6 ULA where the request
+        asks for a family without giving one, each with a gateway."""
+        self._check_overlaps(pools, driver)
+        if not any(ipaddress.ip_network(p.subnet).version == 4 for p in pools) and \
+                req.enable_ipv4:
+            subnet = pick_subnet(self._used_subnets(), self.host_reserved_subnets())
+            pools.insert(0, IPAMPool(subnet=str(subnet)))
+        if req.enable_ipv6 and not any(
+                ipaddress.ip_network(p.subnet).version == 6 for p in pools):
+            pools.append(IPAMPool(subnet=str(self._pick_ula())))
+        for p in pools:
+            if not p.gateway:
+                p.gateway = default_gateway(ipaddress.ip_network(p.subnet))
+        return pools
+
+    def create_network(self, req: NetworkCreate, predefined: bool = False) -> Network:
+        name = req.name or ""
+        self._check_name(name, predefined)
+        driver = req.driver or "bridge"
+        self._check_driver(req, driver)
         net = Network(
             id=new_id(), name=name, driver=driver, created=now_rfc3339(), scope="local",
             internal=req.internal, attachable=req.attachable, enable_ipv4=req.enable_ipv4,
@@ -153,41 +162,29 @@ class NetworksMixin(EngineBase):
             ipam_options=req.ipam_options or None, options=dict(req.options),
             labels=dict(req.labels),
         )
-        drv = self.driver_of(net)
+        drv = driver_of(self.drivers, net)
         if not predefined:
             drv.validate(net)
-            unique = getattr(drv, "validate_unique", None)
-            if unique is not None:
-                unique(net, list(self.networks.values()))
+            if isinstance(drv, UniqueValidator):
+                drv.validate_unique(net, list(self.registry.networks.values()))
         if drv.has_endpoints:
             pools = validate_pools(req.pools)
-            self._check_overlaps(pools, driver)
             net.user_subnets = bool(pools)
-            if not any(ipaddress.ip_network(p.subnet).version == 4 for p in pools) and \
-                    req.enable_ipv4:
-                subnet = pick_subnet(self._used_subnets(), self.host_reserved_subnets())
-                pools.insert(0, IPAMPool(subnet=str(subnet)))
-            if req.enable_ipv6 and not any(
-                    ipaddress.ip_network(p.subnet).version == 6 for p in pools):
-                pools.append(IPAMPool(subnet=str(self._pick_ula())))
-            for p in pools:
-                if not p.gateway:
-                    p.gateway = default_gateway(ipaddress.ip_network(p.subnet))
-            net.pools = pools
+            net.pools = self._complete_pools(pools, req, driver)
         elif req.pools:
             raise Invalid(f"the {driver} driver takes no IPAM configuration")
         with Undo() as undo:
             drv.create_network(net)
             undo.push(drv.delete_network, net)
             crash_point("network_create.kernel_made")
-            self.save_network(net)
+            self.registry.save_network(net)
         crash_point("network_create.saved")
         log.info("network %s (%s) created", net.name, net.short_id)
         return net
 
     def ensure_predefined(self) -> None:
         """bridge, host and none exist from the first start (Docker's predefined networks)."""
-        names = {n.name for n in self.networks.values()}
+        names = {n.name for n in self.registry.networks.values()}
         if "bridge" not in names:
             self.create_network(NetworkCreate(
                 name="bridge", driver="bridge",
@@ -205,21 +202,21 @@ class NetworksMixin(EngineBase):
             self.create_network(NetworkCreate(name="none", driver="null"), predefined=True)
 
     def remove_network(self, ref: str) -> None:
-        net = self.find_network(ref)
+        net = self.registry.find_network(ref)
         if net.predefined:
             raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
-        users = self.network_users(net)
+        users = self.registry.network_users(net)
         if users:
             desc = ", ".join(f'name:"{c.name}" id:"{c.short_id}"' for c in users)
             raise Forbidden(f"error while removing network: network {net.name} id {net.id} has "
                             f"active endpoints ({desc})")
-        self.driver_of(net).delete_network(net)
+        driver_of(self.drivers, net).delete_network(net)
         crash_point("network_rm.kernel_removed")
         with self.store.transaction():
             self.store.delete("network", net.id)
             self.ipam.release_network(net.id)
         crash_point("network_rm.forgotten")
-        self.networks.pop(net.id, None)
+        self.registry.networks.pop(net.id, None)
         self.resolver.network_removed(net)
         log.info("network %s (%s) removed", net.name, net.short_id)
 
@@ -229,8 +226,8 @@ class NetworksMixin(EngineBase):
                 raise Invalid(f"invalid filter '{k}'")
         until = [parse_duration(v) for v in filters.get("until", [])]
         removed = []
-        for net in sorted(self.networks.values(), key=lambda n: n.name):
-            if net.predefined or self.network_users(net):
+        for net in sorted(self.registry.networks.values(), key=lambda n: n.name):
+            if net.predefined or self.registry.network_users(net):
                 continue
             if until and not all(created_ts(net) < u for u in until):
                 continue
@@ -240,63 +237,10 @@ class NetworksMixin(EngineBase):
                 continue
             try:
                 self.remove_network(net.id)
-            except Exception:  # noqa: BLE001 - prune is best effort, like Docker's
+            except Exception:
                 log.exception("prune %s", net.name)
                 continue
             removed.append(net.name)
         return removed
 
 
-def label_match(labels: dict[str, str], f: str) -> bool:
-    if "=" in f:
-        k, v = f.split("=", 1)
-        return labels.get(k) == v
-    return f in labels
-
-
-def network_matches(net: Network, filters: dict[str, list[str]], in_use: bool) -> bool:
-    """Docker's ``GET /networks`` filters (moby daemon/network/filter.go)."""
-    for key, values in filters.items():
-        if not values:
-            continue
-        if key == "driver":
-            if net.driver not in values:
-                return False
-        elif key == "scope":
-            if net.scope not in values:
-                return False
-        elif key == "name":
-            if not any(v == net.name or _re_search(v, net.name, "name") for v in values):
-                return False
-        elif key == "id":
-            if not any(v == net.id or _re_search(v, net.id, "id") for v in values):
-                return False
-        elif key == "label":
-            if not all(label_match(net.labels, v) for v in values):
-                return False
-        elif key == "type":
-            for v in values:
-                if v not in ("custom", "builtin"):
-                    raise Invalid(f"invalid filter: 'type'='{v}'")
-            kind = "builtin" if net.name in PREDEFINED_NETWORKS else "custom"
-            if kind not in values:
-                return False
-        elif key == "dangling":
-            want = []
-            for v in values:
-                if v.lower() in ("true", "1"):
-                    want.append(True)
-                elif v.lower() in ("false", "0"):
-                    want.append(False)
-                else:
-                    raise Invalid(f"invalid filter 'dangling={v}'")
-            dangling = not net.predefined and not in_use
-            if dangling not in want:
-                return False
-        else:
-            raise Invalid(f"invalid filter '{key}'")
-    return True
-
-
-def _re_search(pattern: str, text: str, key: str) -> bool:
-    return filter_regex(pattern, key).search(text)

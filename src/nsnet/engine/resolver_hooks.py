@@ -1,8 +1,9 @@
 """How the engine tells the embedded DNS what changed (DESIGN.md rule 6).
 
-The engine calls these hooks at the points where names appear or vanish; the implementation
-lives in ``nsnet.engine.dns_hooks`` and owns the resolver sockets and the per-sandbox nftables
-table. ``NoResolver`` keeps the engine usable without DNS (unit tests).
+The sandbox and network services call these hooks at the points where names appear or vanish;
+``nsnet.engine.embedded_dns.EmbeddedDNS`` implements them with resolver sockets and a
+per-sandbox nftables table. ``NoResolver`` keeps the engine usable without DNS (``nsnetd
+--no-dns``, unit tests).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class ResolverHooks(Protocol):
 
 
 class NoResolver:
+    """Names resolve nowhere: every hook is a no-op."""
+
     def sandbox_up(self, c: Container, ns_path: str) -> None:
         pass
 

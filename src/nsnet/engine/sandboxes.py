@@ -1,17 +1,27 @@
-"""Sandboxes: a container's namespace, its endpoints and its /etc files; connect/disconnect."""
+"""Sandboxes: a container's namespace, its endpoints (address, link, resolver) and /etc files.
+
+Ending an endpoint is two steps, kernel first and store last ("mark first, free last"): an
+address is free in the store only once no stored endpoint and no link uses it, so a crash
+between the steps can never hand one address to two containers (issue 8).
+"""
 
 from __future__ import annotations
 
 import ipaddress
-import os
+import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-from nsnet.drivers.base import Sandbox
-from nsnet.engine.base import EngineBase, log
+from nsnet.drivers.base import Driver, Sandbox
+from nsnet.engine.config import EngineConfig
 from nsnet.engine.crashpoints import crash_point
+from nsnet.engine.etc import EtcFiles
+from nsnet.engine.ports import Kernel, Store
+from nsnet.engine.registry import Registry, driver_of
+from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
-from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
-from nsnet.kernel import netns
+from nsnet.errors import Forbidden, Invalid, NotFound
+from nsnet.ipam.allocator import Allocator
 from nsnet.kernel.links import random_mac
 from nsnet.model import (
     PREDEFINED_NETWORKS,
@@ -23,13 +33,7 @@ from nsnet.model import (
     new_id,
 )
 
-HOSTS_HEADER = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::\tip6-localnet
-ff00::\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
+log = logging.getLogger("nsnet.engine")
 
 
 def user_defined(net: Network) -> bool:
@@ -62,12 +66,29 @@ def validate_endpoint_request(net: Network | None, net_ref: str, req: EndpointRe
                 raise Invalid(f"no configured subnet or ip-range contain the IP address {value}")
 
 
-class SandboxesMixin(EngineBase):
+class SandboxService:
+    """Makes and ends sandboxes and their endpoints; each step pushes its undo (rule 2)."""
+
+    def __init__(self, registry: Registry, store: Store, ipam: Allocator, kernel: Kernel,
+                 drivers: Mapping[str, Driver], resolver: ResolverHooks,
+                 config: EngineConfig) -> None:
+        self.registry = registry
+        self.store = store
+        self.ipam = ipam
+        self.kernel = kernel
+        self.drivers = drivers
+        self.resolver = resolver
+        self.config = config
+        self.etc = EtcFiles(config, registry, self.on_user_network)
+
     def ns_path(self, c: Container) -> str:
-        return str(self.host.netns_dir / c.id[:12])
+        return str(self.kernel.netns_dir / c.id[:12])
 
     def etc_dir(self, c: Container) -> Path:
-        return self.config.exec_root / "sandboxes" / c.id
+        return self.etc.dir_of(c)
+
+    def write_etc_files(self, c: Container, hosts_only: bool = False) -> None:
+        self.etc.write(c, hosts_only)
 
     def dns_names(self, c: Container, net: Network, req: EndpointRequest) -> list[str]:
         if not user_defined(net):
@@ -80,7 +101,7 @@ class SandboxesMixin(EngineBase):
 
     def on_user_network(self, c: Container) -> bool:
         for a in c.attachments:
-            net = self.networks.get(a.network_id)
+            net = self.registry.networks.get(a.network_id)
             if net is not None and user_defined(net):
                 return True
         return False
@@ -89,7 +110,7 @@ class SandboxesMixin(EngineBase):
 
     def resolve_attachment_network(self, a: Attachment) -> Network:
         try:
-            net = self.find_network(a.network_id)
+            net = self.registry.find_network(a.network_id)
         except NotFound:
             raise NotFound(f"failed to set up container networking: network {a.network_id} "
                            "not found") from None
@@ -104,9 +125,9 @@ class SandboxesMixin(EngineBase):
             self.write_etc_files(c)
             return None
         path = self.ns_path(c)
-        self.host.ns.create(path)
-        undo.push(netns.remove, path)
-        with self.host.sandbox_links(path) as links:
+        self.kernel.ns.create(path)
+        undo.push(self.kernel.ns.remove, path)
+        with self.kernel.sandbox_links(path) as links:
             links.loopback_up()
         c.sandbox_key = path
         crash_point("start.namespace_made")
@@ -121,7 +142,7 @@ class SandboxesMixin(EngineBase):
             undo.push(self.resolver.sandbox_down, c)
         for a in c.attachments:
             if a.endpoint is not None:
-                net = self.networks[a.network_id]
+                net = self.registry.networks[a.network_id]
                 self.resolver.endpoint_up(c, net, a.endpoint)
                 undo.push(self.resolver.endpoint_down, c, net, a.endpoint)
         return path
@@ -130,7 +151,7 @@ class SandboxesMixin(EngineBase):
         """The lowest free ``ethN``; a name whose link is still being deleted is not free."""
         used = {a.endpoint.ifname for a in c.attachments if a.endpoint is not None}
         if c.sandbox_key:
-            used |= self.host.dying_names(c.sandbox_key)
+            used |= self.kernel.dying_names(c.sandbox_key)
         i = 0
         while f"eth{i}" in used:
             i += 1
@@ -138,7 +159,7 @@ class SandboxesMixin(EngineBase):
 
     def join(self, c: Container, a: Attachment, ns_path: str, undo: Undo) -> Endpoint:
         net = self.resolve_attachment_network(a)
-        drv = self.driver_of(net)
+        drv = driver_of(self.drivers, net)
         if not drv.has_endpoints:
             raise Forbidden(f"container cannot be attached to network {net.name} in this mode")
         ep = Endpoint(id=new_id(), network_id=net.id, container_id=c.id,
@@ -170,10 +191,10 @@ class SandboxesMixin(EngineBase):
             ep = a.endpoint
             if ep is None:
                 continue
-            net = self.networks.get(a.network_id)
+            net = self.registry.networks.get(a.network_id)
             if net is None or net.internal or not (ep.gateway or ep.ipv6_gateway):
                 continue
-            with self.host.sandbox_links(c.sandbox_key) as links:
+            with self.kernel.sandbox_links(c.sandbox_key) as links:
                 if ep.gateway:
                     links.set_default_route(ep.ifname, ep.gateway, 4)
                 if ep.ipv6_gateway:
@@ -181,25 +202,21 @@ class SandboxesMixin(EngineBase):
             ep.default_route = True
             return
 
-    # Ending an endpoint is two steps, kernel first and store last ("mark first, free last"):
-    # an address is free in the store only once no stored endpoint and no link uses it, so a
-    # crash between the steps can never hand one address to two containers (issue 8).
-
     def leave_endpoint(self, c: Container, a: Attachment, kernel: bool) -> None:
         """Take an endpoint out of the resolver and the kernel; it stays stored and keeps its
         address until ``free_endpoint``. ``kernel`` False when the namespace goes anyway."""
         ep = a.endpoint
         if ep is None:
             return
-        net = self.networks.get(a.network_id)
+        net = self.registry.networks.get(a.network_id)
         if net is not None:
             self.resolver.endpoint_down(c, net, ep)
             if kernel:
-                self.driver_of(net).leave(net, ep, Sandbox(c.id, c.sandbox_key or None))
+                driver_of(self.drivers, net).leave(net, ep, Sandbox(c.id, c.sandbox_key or None))
             elif ep.host_ifname:
                 # The namespace's death takes the veth with it; this only makes it quicker
                 # to vanish from the host's view and from leak checks.
-                self.host.reaper.delete_later(ep.host_ifname)
+                self.kernel.reaper.delete_later(ep.host_ifname)
 
     def free_endpoint(self, a: Attachment) -> None:
         """Give back the endpoint's addresses and forget it, after ``leave_endpoint``; inside
@@ -231,10 +248,10 @@ class SandboxesMixin(EngineBase):
         for a in c.attachments:
             try:
                 self.leave_endpoint(c, a, kernel=False)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("releasing endpoint of %s", c.short_id)
         self.resolver.sandbox_down(c)
-        netns.remove(self.ns_path(c))
+        self.kernel.ns.remove(self.ns_path(c))
         c.sandbox_key = ""
 
     def forget_endpoints(self, c: Container) -> None:
@@ -243,221 +260,5 @@ class SandboxesMixin(EngineBase):
         with self.store.transaction():
             for a in c.attachments:
                 self.free_endpoint(a)
-            if c.id in self.containers:
-                self.save_container(c)
-
-    # -- /etc files -------------------------------------------------------------------------
-
-    def write_etc_files(self, c: Container, hosts_only: bool = False) -> None:
-        etc = self.etc_dir(c)
-        if not hosts_only:
-            etc.mkdir(parents=True, exist_ok=True)
-            _write_in_place(etc / "hostname", (c.hostname or c.short_id) + "\n")
-            _write_in_place(etc / "resolv.conf", self.resolv_content(c))
-        _write_in_place(etc / "hosts", self.hosts_content(c))
-
-    def hosts_content(self, c: Container) -> str:
-        if c.network_mode == "host":
-            try:
-                return self.config.host_hosts.read_text()
-            except OSError:
-                return HOSTS_HEADER
-        lines = [HOSTS_HEADER.rstrip("\n")]
-        for link in c.links:
-            name, _, alias = link.partition(":")
-            try:
-                other = self.find_container(name)
-            except NotFound:
-                continue
-            for a in other.attachments:
-                if a.endpoint and a.endpoint.ipv4:
-                    names = " ".join(dict.fromkeys(x for x in (alias or name, other.name) if x))
-                    lines.append(f"{a.endpoint.ipv4}\t{names}")
-                    break
-        for h in c.extra_hosts:
-            host, _, ip = h.partition(":")
-            if host and ip:
-                lines.append(f"{ip}\t{host}")
-        host = c.hostname or c.short_id
-        for a in c.attachments:
-            ep = a.endpoint
-            if ep is None:
-                continue
-            if ep.ipv4:
-                lines.append(f"{ep.ipv4}\t{host}")
-            if ep.ipv6:
-                lines.append(f"{ep.ipv6}\t{host}")
-        return "\n".join(lines) + "\n"
-
-    def host_resolv(self) -> tuple[list[str], list[str], list[str]]:
-        servers: list[str] = []
-        search: list[str] = []
-        options: list[str] = []
-        try:
-            text = self.config.host_resolv_conf.read_text()
-        except OSError:
-            text = ""
-        for line in text.splitlines():
-            parts = line.split()
-            if not parts or parts[0].startswith(("#", ";")):
-                continue
-            if parts[0] == "nameserver" and len(parts) > 1:
-                servers.append(parts[1])
-            elif parts[0] == "search":
-                search = parts[1:]
-            elif parts[0] == "options":
-                options.extend(parts[1:])
-        return servers, search, options
-
-    def resolv_content(self, c: Container) -> str:
-        servers, search, options = self.host_resolv()
-        if c.dns_search:
-            search = [s for s in c.dns_search if s != "."]
-        lines: list[str] = []
-        if c.network_mode != "host" and self.on_user_network(c):
-            lines.append("nameserver 127.0.0.11")
-            if search:
-                lines.append("search " + " ".join(search))
-            opts = list(c.dns_options or [o for o in options if not o.startswith("ndots:")])
-            if not any(o.startswith("ndots:") for o in opts):
-                opts.insert(0, "ndots:0")  # Docker's default; an explicit --dns-opt wins
-            lines.append("options " + " ".join(opts))
-            lines.append(f"# ExtServers: {c.dns or servers}")
-            return "\n".join(lines) + "\n"
-        if c.dns:
-            chosen = list(c.dns)
-        elif c.network_mode == "host":
-            chosen = servers
-        else:
-            # Loopback resolvers of the host are unreachable from a sandbox (Docker drops them).
-            chosen = [s for s in servers if not _is_loopback(s)]
-            if not chosen:
-                chosen = ["8.8.8.8", "8.8.4.4"]
-        lines = [f"nameserver {s}" for s in chosen]
-        if search:
-            lines.append("search " + " ".join(search))
-        opts = c.dns_options or options
-        if opts:
-            lines.append("options " + " ".join(opts))
-        return "\n".join(lines) + "\n"
-
-    # -- connect / disconnect ---------------------------------------------------------------
-
-    def _not_busy(self, c: Container) -> None:
-        """Connect/disconnect run without awaiting; a start, stop or removal of the same
-        container in flight (it holds the container's lock across runc) must finish first, or
-        both would edit the same endpoints and addresses."""
-        lock = self.locks.get(c.id)
-        if lock is not None and lock.locked():
-            raise Conflict(f"container {c.name} is being started, stopped or removed: "
-                           "try again")
-
-    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
-        net = self.find_network(net_ref)
-        c = self.find_container(c_ref)
-        if net.name == "host" and c.network_mode != "host":
-            raise Forbidden("cannot connect container to host network - container must be "
-                            "created in host network mode")
-        if c.network_mode == "host":
-            raise Forbidden("container sharing network namespace with another container or host "
-                            "cannot be connected to any other network")
-        if c.network_mode == "none" or net.name == "none":
-            raise Forbidden("container cannot be connected to multiple networks with one of the "
-                            "networks in private (none) mode")
-        validate_endpoint_request(net, net.name, req)
-        self._not_busy(c)
-        existing = c.attachment(net.id)
-        running = c.state.status == "running"
-        if not running:
-            if existing is None:
-                c.attachments.append(Attachment(network_id=net.id, request=req))
-                self.save_container(c)
-            return
-        if existing is not None and existing.endpoint is not None:
-            raise Forbidden(f"endpoint with name {c.name} already exists in network {net.name}")
-        a = existing or Attachment(network_id=net.id, request=req)
-        a.request = req
-        was_user = self.on_user_network(c)
-        # One transaction from the address claim (in join) to the save: a crash anywhere in
-        # between stores neither, and reconcile removes the links it left.
-        with Undo() as undo, self.store.transaction():
-            if existing is None:
-                c.attachments.append(a)
-                undo.push(c.attachments.remove, a)
-            ep = self.join(c, a, c.sandbox_key, undo)
-            crash_point("connect.endpoint_joined")
-            self.pick_default_route(c)
-            self.resolver.endpoint_up(c, net, ep)
-            undo.push(self.resolver.endpoint_down, c, net, ep)
-            if user_defined(net) and self.on_user_network(c):
-                self.resolver.sandbox_up(c, c.sandbox_key)
-            self.write_etc_files(c, hosts_only=was_user == self.on_user_network(c))
-            crash_point("connect.sandbox_updated")
-            self.save_container(c)
-        crash_point("connect.saved")
-
-    def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
-        c = self.find_container(c_ref)
-        try:
-            net = self.find_network(net_ref)
-        except NotFound:
-            if force:
-                # Docker lets -f drop an attachment to a network that no longer exists.
-                before = len(c.attachments)
-                c.attachments = [a for a in c.attachments if a.network_id != net_ref]
-                if len(c.attachments) != before:
-                    self.save_container(c)
-                    return
-            raise
-        if net.name == "host" and c.network_mode == "host":
-            raise Forbidden("cannot disconnect container from host network - container was "
-                            "created in host network mode")
-        self._not_busy(c)
-        a = c.attachment(net.id)
-        if a is None:
-            raise Forbidden(f"container {c.id} is not connected to network {net.name}")
-        if a.endpoint is not None:
-            was_gateway = a.endpoint.default_route
-            was_user = self.on_user_network(c)
-            self.leave_endpoint(c, a, kernel=True)
-            crash_point("disconnect.kernel_left")
-            c.attachments.remove(a)
-            if was_gateway:
-                self.pick_default_route(c)
-            # Only now, with the kernel done: the address is free exactly when the stored
-            # container stops using it.
-            with self.store.transaction():
-                self.free_endpoint(a)
-                self.save_container(c)
-            crash_point("disconnect.saved")
-            if not self.on_user_network(c):
-                self.resolver.sandbox_down(c)
-            self.write_etc_files(c, hosts_only=was_user == self.on_user_network(c))
-            return
-        c.attachments.remove(a)
-        self.save_container(c)
-        crash_point("disconnect.saved")
-
-
-def _is_loopback(addr: str) -> bool:
-    """Also for nsnet's ``ip:port`` upstream form (and ``[v6]:port``)."""
-    host = addr.split("%")[0]
-    if host.startswith("["):
-        host = host[1:].split("]")[0]
-    elif host.count(":") == 1:
-        host = host.split(":")[0]
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _write_in_place(path: Path, content: str) -> None:
-    """Rewrite keeping the inode: the file is bind-mounted into a running container."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        data = content.encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-    finally:
-        os.close(fd)
+            if c.id in self.registry.containers:
+                self.registry.save_container(c)

@@ -222,3 +222,31 @@ class Firewall:
     def close(self) -> None:
         self.foreign.close()
         self._nft.close()
+
+
+# -- the per-sandbox resolver table (DESIGN.md rule 6) ----------------------------------------
+
+RESOLVER_IP = "127.0.0.11"
+SANDBOX_DNS_TABLE = "ip nsnet-dns"
+
+
+def sandbox_dns_plan(udp_port: int, tcp_port: int) -> str:
+    """The small table inside a sandbox that sends 127.0.0.11:53 to the resolver's sockets.
+
+    The daemon's sockets listen on kernel-chosen ports so port 53 stays free for the
+    container's own use; conntrack undoes the DNAT on replies, so no SNAT rule is needed. The
+    chain is flushed first, so applying the plan again (a reconnect) replaces the ports.
+    """
+    for port in (udp_port, tcp_port):
+        if not 0 < port < 65536:
+            raise ValueError(f"resolver port out of range: {port}")
+    t = SANDBOX_DNS_TABLE
+    return "\n".join([
+        f"add table {t}",
+        f"add chain {t} output {{ type nat hook output priority -100; policy accept; }}",
+        f"flush chain {t} output",
+        f"add rule {t} output ip daddr {RESOLVER_IP} udp dport 53 "
+        f"dnat to {RESOLVER_IP}:{udp_port} comment \"nsnet embedded DNS\"",
+        f"add rule {t} output ip daddr {RESOLVER_IP} tcp dport 53 "
+        f"dnat to {RESOLVER_IP}:{tcp_port} comment \"nsnet embedded DNS\"",
+    ]) + "\n"

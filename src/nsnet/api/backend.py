@@ -1,0 +1,100 @@
+"""What the API asks of the engine: the ``Backend`` protocol, and nothing else.
+
+The route modules (system, networks, containers, execs, images) parse a request, call one of
+these methods and render the answer; they never reach the runtime, the kernel, the store or
+the data root. The engine (``nsnet.engine.core.Engine``) implements it; API unit tests hand in
+a fake. Output streams (logs, attach, exec) go through a ``Sink`` the route builds: an async
+function that frames and writes one chunk of one stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Mapping
+from typing import Any, Protocol
+
+from nsnet.engine.containers import ContainerCreate
+from nsnet.engine.core import EngineInfo
+from nsnet.engine.networks import NetworkCreate
+from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession, Sink
+from nsnet.model import Container, EndpointRequest, Image, Network
+
+__all__ = ["Backend", "Sink"]
+
+
+class Backend(Protocol):
+    # -- system -----------------------------------------------------------------------------
+
+    def info(self) -> EngineInfo: ...
+
+    def metrics_text(self) -> str: ...
+
+    async def reconcile(self) -> dict[str, Any]: ...
+
+    # -- networks ---------------------------------------------------------------------------
+
+    def network_table(self) -> Mapping[str, Network]:
+        """Every network by ID, for rendering a container's attachments."""
+
+    def find_network(self, ref: str) -> Network: ...
+
+    def network_users(self, net: Network) -> list[Container]: ...
+
+    def list_networks(self, filters: dict[str, list[str]]) -> list[Network]: ...
+
+    def create_network(self, req: NetworkCreate) -> Network: ...
+
+    def remove_network(self, ref: str) -> None: ...
+
+    def prune_networks(self, filters: dict[str, list[str]]) -> list[str]: ...
+
+    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None: ...
+
+    def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None: ...
+
+    # -- images -----------------------------------------------------------------------------
+
+    def list_images(self) -> list[Image]: ...
+
+    def find_image(self, ref: str) -> Image: ...
+
+    async def import_image(self, chunks: AsyncIterable[bytes], repo: str | None) -> Image:
+        """A root filesystem tarball, read from the request as it arrives."""
+
+    def remove_image(self, ref: str, force: bool) -> list[dict[str, str]]: ...
+
+    # -- containers -------------------------------------------------------------------------
+
+    def find_container(self, ref: str) -> Container: ...
+
+    def list_containers(self, show_all: bool,
+                        filters: dict[str, list[str]]) -> list[Container]: ...
+
+    def create_container(self, req: ContainerCreate) -> Container: ...
+
+    async def start_container(self, ref: str) -> None: ...
+
+    async def stop_container(self, ref: str, timeout: float | None = None,
+                             sig: str | None = None) -> None: ...
+
+    async def restart_container(self, ref: str, timeout: float | None = None) -> None: ...
+
+    async def kill_container(self, ref: str, sig: str | None = None) -> None: ...
+
+    async def wait_container(self, ref: str, condition: str = "not-running") -> int: ...
+
+    async def remove_container(self, ref: str, force: bool = False) -> None: ...
+
+    # -- output and exec sessions -----------------------------------------------------------
+
+    async def stream_logs(self, ref: str, sink: Sink, stdout: bool, stderr: bool,
+                          follow: bool, tail: int | None) -> None: ...
+
+    async def attach(self, ref: str, sink: Sink, stdout: bool, stderr: bool, logs: bool,
+                     stream: bool) -> None: ...
+
+    def create_exec(self, ref: str, cfg: ExecConfig) -> ExecRecord: ...
+
+    def find_exec(self, exec_id: str) -> ExecRecord: ...
+
+    async def start_exec(self, exec_id: str, detach: bool) -> ExecSession | None:
+        """Detached: started and reaped by the engine, None. Attached: a session to pump."""

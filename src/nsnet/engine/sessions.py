@@ -1,0 +1,249 @@
+"""Sessions: exec instances, log following and attached readers, kept by the engine.
+
+The API only translates: it hands a ``sink`` (an async function taking a stream number and
+bytes, which frames and writes them) and these functions feed it, so the exec records, the
+reapers of detached execs and the reader counts that auto-remove waits for all live here, where
+reconcile and unit tests can see them. A sink that raises (the client went away) ends the
+session: an attached exec's process is killed, a reader is counted out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nsnet.engine.ports import Runtime
+from nsnet.engine.registry import Readers, Registry
+from nsnet.errors import Conflict, NotFound
+from nsnet.model import Container, new_id
+from nsnet.runtime.runc import ProcessSpec
+
+STDOUT, STDERR = 1, 2
+
+Sink = Callable[[int, bytes], Awaitable[None]]
+
+
+@dataclass
+class ExecConfig:
+    """A validated ``POST /containers/{id}/exec`` body."""
+
+    cmd: list[str]
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    attach: bool = True
+
+
+@dataclass
+class ExecRecord:
+    """One exec instance, as ``GET /exec/{id}/json`` reports it."""
+
+    id: str
+    container_id: str
+    cmd: list[str]
+    env: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    attach: bool = True
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+    created: float = field(default_factory=time.time)
+
+
+def exec_exit_code(code: int, stderr_tail: bytes) -> int:
+    """runc exits 255 when it cannot start the command; Docker reports 127 (not found) or 126
+    (not executable), which scripts test for."""
+    if code != 255 or b"exec failed" not in stderr_tail:
+        return code
+    text = stderr_tail.decode(errors="replace").lower()
+    if "not found" in text or "no such file" in text:
+        return 127
+    if "permission denied" in text or "not a directory" in text:
+        return 126
+    return code
+
+
+class ExecSession:
+    """An attached exec whose process runs: ``pump`` feeds its output to a sink until it
+    ends, then records the exit code."""
+
+    def __init__(self, record: ExecRecord, proc: asyncio.subprocess.Process) -> None:
+        self.record = record
+        self.proc = proc
+
+    async def pump(self, sink: Sink) -> None:
+        err_tail = bytearray()
+
+        async def copy(stream: asyncio.StreamReader | None, kind: int) -> None:
+            if stream is None:
+                return
+            while True:
+                data = await stream.read(65536)
+                if not data:
+                    return
+                if kind == STDERR:
+                    err_tail.extend(data)
+                    del err_tail[:-512]
+                await sink(kind, data)
+
+        e, proc = self.record, self.proc
+        try:
+            await asyncio.gather(copy(proc.stdout, STDOUT), copy(proc.stderr, STDERR))
+            e.exit_code = exec_exit_code(await proc.wait(), bytes(err_tail))
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            e.running = False
+
+
+class Sessions:
+    """Exec instances by ID, the tasks reaping detached ones, and log/attach followers."""
+
+    def __init__(self, registry: Registry, runtime: Runtime, readers: Readers) -> None:
+        self.registry = registry
+        self.runc = runtime
+        self.readers = readers
+        self.execs: dict[str, ExecRecord] = {}
+        self.reapers: set[asyncio.Future[None]] = set()
+
+    # -- exec -------------------------------------------------------------------------------
+
+    def create_exec(self, ref: str, cfg: ExecConfig) -> ExecRecord:
+        c = self.registry.find_container(ref)
+        if c.state.status != "running":
+            raise Conflict(f"container {c.id} is not running")
+        e = ExecRecord(id=new_id(), container_id=c.id, cmd=cfg.cmd, env=cfg.env,
+                       workdir=cfg.workdir, user=cfg.user, attach=cfg.attach)
+        self.execs[e.id] = e
+        return e
+
+    def find_exec(self, exec_id: str) -> ExecRecord:
+        e = self.execs.get(exec_id)
+        if e is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return e
+
+    async def _spawn(self, e: ExecRecord, detach: bool) -> asyncio.subprocess.Process:
+        c = self.registry.find_container(e.container_id)
+        if c.state.status != "running":
+            raise Conflict(f"container {c.id} is not running")
+        spec = ProcessSpec(args=e.cmd, env=list(c.env) + list(e.env),
+                           cwd=e.workdir or c.working_dir or "/", user=e.user or c.user)
+        return await self.runc.exec(c.id, spec, detach)
+
+    async def start_exec(self, exec_id: str, detach: bool) -> ExecSession | None:
+        """Start the command; detached, it is reaped in the background and None returned."""
+        e = self.find_exec(exec_id)
+        if e.running or e.exit_code is not None:
+            raise Conflict(f"exec {e.id} has already been started")
+        e.running = True
+        try:
+            proc = await self._spawn(e, detach)
+        except BaseException:
+            e.running = False
+            e.exit_code = 126
+            raise
+        e.pid = proc.pid or 0
+        if not detach:
+            return ExecSession(e, proc)
+        detached = self.runc.take_detached(proc)
+
+        async def reap() -> None:
+            if detached is None:
+                e.exit_code = await proc.wait()
+            else:
+                # The command itself, not runc (which returned as soon as it started).
+                e.pid, task = detached
+                e.exit_code = await asyncio.shield(task)
+            e.running = False
+
+        self.reapers.add(asyncio.ensure_future(reap()))
+        for t in [t for t in self.reapers if t.done()]:
+            self.reapers.discard(t)
+        return None
+
+    # -- logs and attach --------------------------------------------------------------------
+
+    def _wanted(self, c: Container, stdout: bool, stderr: bool) -> list[tuple[int, Path]]:
+        out_path, err_path = self.runc.log_paths(c.id)
+        wanted = [(STDOUT, out_path)] if stdout else []
+        if stderr:
+            wanted.append((STDERR, err_path))
+        return wanted
+
+    def log_sizes(self, c: Container) -> dict[int, int]:
+        sizes = {}
+        for s, path in self._wanted(c, True, True):
+            try:
+                sizes[s] = path.stat().st_size
+            except OSError:
+                sizes[s] = 0
+        return sizes
+
+    async def stream_logs(self, c: Container, sink: Sink, stdout: bool, stderr: bool,
+                          follow: bool, tail: int | None,
+                          offsets: dict[int, int] | None = None) -> None:
+        """Send what the logs hold; with ``offsets``, only what was written after them; with
+        ``follow``, keep sending until the container stops."""
+        wanted = self._wanted(c, stdout, stderr)
+        pos: dict[int, int] = {}
+        for s, path in wanted:
+            start = offsets.get(s, 0) if offsets else 0
+            data = _read_from(path, start)
+            pos[s] = start + len(data)
+            if tail is not None and tail >= 0:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail else b""
+            if data:
+                await sink(s, data)
+        if follow:
+            await self._follow(c, sink, wanted, pos)
+
+    async def _follow(self, c: Container, sink: Sink, wanted: list[tuple[int, Path]],
+                      pos: dict[int, int]) -> None:
+        while True:
+            cur = self.registry.containers.get(c.id)
+            done = cur is None or cur.state.status not in ("running", "created")
+            for s, path in wanted:
+                data = _read_from(path, pos[s])
+                if data:
+                    pos[s] += len(data)
+                    await sink(s, data)
+            if done:
+                return
+            await asyncio.sleep(0.02)
+
+    async def attach(self, ref: str, sink: Sink, stdout: bool, stderr: bool, logs: bool,
+                     stream: bool) -> None:
+        """``docker attach``: the logs so far if asked, then the output from now on; while it
+        follows, an auto-remove of the container waits for it (``Readers``)."""
+        c = self.registry.find_container(ref)
+        if logs:
+            await self.stream_logs(c, sink, stdout, stderr, False, None)
+        if not stream:
+            return
+        # Follow from where the logs end now: a foreground run attaches before it starts.
+        offsets = self.log_sizes(c)
+        self.readers.add(c.id)
+        try:
+            while self.registry.containers.get(c.id) is not None and \
+                    self.registry.containers[c.id].state.status == "created":
+                await asyncio.sleep(0.01)
+            await self.stream_logs(c, sink, stdout, stderr, True, None, offsets)
+        finally:
+            self.readers.done(c.id)
+
+
+def _read_from(path: Path, start: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read()
+    except OSError:
+        return b""

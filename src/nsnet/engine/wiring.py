@@ -1,0 +1,94 @@
+"""Wiring: the one place that builds the engine's services and hands each its collaborators.
+
+The daemon calls ``build_engine(config)`` and gets the real store, kernel, drivers, image
+store and runtime; a unit test passes fakes for any of them (``nsnet.testing.fake_kernel``, a
+memory store, a fake runtime) and gets the same services over them. Nothing below this module
+constructs a collaborator itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nsnet.drivers.base import Driver
+from nsnet.drivers.bridge import BridgeDriver
+from nsnet.drivers.macvlan import MacvlanDriver
+from nsnet.drivers.null import HostDriver, NullDriver
+from nsnet.engine.config import EngineConfig
+from nsnet.engine.connections import ConnectionService
+from nsnet.engine.containers import ContainerService
+from nsnet.engine.core import Engine, Services
+from nsnet.engine.embedded_dns import EmbeddedDNS
+from nsnet.engine.networks import NetworkService
+from nsnet.engine.ports import Images, Kernel, Runtime, Store
+from nsnet.engine.reconcile import Reconciler
+from nsnet.engine.registry import Readers, Registry
+from nsnet.engine.resolver_hooks import NoResolver, ResolverHooks
+from nsnet.engine.sandboxes import SandboxService
+from nsnet.engine.sessions import Sessions
+from nsnet.ipam.allocator import Allocator
+from nsnet.model import Network
+
+
+def default_drivers(kernel: Kernel, networks: Callable[[], list[Network]]) -> dict[str, Driver]:
+    """The local drivers; macvlan/ipvlan see every network to refuse a second one on a
+    parent that another already uses."""
+    return {
+        "bridge": BridgeDriver(kernel),
+        "host": HostDriver(),
+        "null": NullDriver(),
+        "macvlan": MacvlanDriver(kernel, networks),
+        "ipvlan": MacvlanDriver(kernel, networks, "ipvlan"),
+    }
+
+
+def prepare_roots(config: EngineConfig) -> None:
+    config.data_root.mkdir(parents=True, exist_ok=True)
+    config.exec_root.mkdir(parents=True, exist_ok=True)
+    # Made now, private, rather than by the first container (nsnet.file_modes).
+    (config.exec_root / "sandboxes").mkdir(mode=0o700, exist_ok=True)
+
+
+def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None = None,
+                 kernel: Kernel | None = None, images: Images | None = None,
+                 runtime: Runtime | None = None,
+                 drivers: dict[str, Driver] | None = None) -> tuple[Engine, EmbeddedDNS | None]:
+    """The engine and, with ``dns``, the embedded DNS it calls (the daemon closes it)."""
+    prepare_roots(config)
+    if store is None:
+        from nsnet.store.local import LocalStore
+
+        store = LocalStore(config.data_root / "nsnet.db")
+    if kernel is None:
+        from nsnet.kernel.host import HostKernel
+
+        kernel = HostKernel(config.exec_root)
+    if images is None:
+        from nsnet.runtime.images import ImageStore
+
+        images = ImageStore(config.data_root / "images")
+    if runtime is None:
+        from nsnet.runtime.runc import Runc
+
+        runtime = Runc(config.exec_root, config.data_root)
+    registry = Registry(store)
+    if drivers is None:
+        drivers = default_drivers(kernel, lambda: list(registry.networks.values()))
+    embedded = EmbeddedDNS(config.host_resolv_conf, registry.networks.get, kernel.ns,
+                           kernel.firewall.run_in_namespace) if dns else None
+    resolver: ResolverHooks = embedded if embedded is not None else NoResolver()
+    ipam = Allocator(store)
+    readers = Readers()
+    networks = NetworkService(registry, store, ipam, kernel, drivers, resolver, config)
+    sandboxes = SandboxService(registry, store, ipam, kernel, drivers, resolver, config)
+    connections = ConnectionService(registry, store, sandboxes, resolver)
+    containers = ContainerService(registry, sandboxes, images, runtime, readers)
+    sessions = Sessions(registry, runtime, readers)
+    reconciler = Reconciler(registry, store, ipam, kernel, drivers, resolver, sandboxes,
+                            containers, runtime)
+    services = Services(config=config, store=store, kernel=kernel, images=images,
+                        runtime=runtime, drivers=drivers, registry=registry, networks=networks,
+                        sandboxes=sandboxes, connections=connections, containers=containers,
+                        sessions=sessions, reconciler=reconciler)
+    metrics = embedded.metrics_text if embedded is not None else None
+    return Engine(services, metrics), embedded
