@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -127,13 +128,17 @@ def test_reaper_defers_until_flushed_and_keeps_the_name_taken() -> None:
     assert k.dying_names(NS) == set()
 
 
-def test_namespaces_are_mirrored_as_files_under_netns_dir(tmp_path: Path) -> None:
-    k = FakeKernel(tmp_path)
+@pytest.mark.parametrize("given_root", [True, False])
+def test_namespaces_are_mirrored_as_files_under_netns_dir(tmp_path: Path,
+                                                          given_root: bool) -> None:
+    """Reconcile lists netns_dir to find namespaces nobody owns."""
+    k = FakeKernel(tmp_path if given_root else None)
     path = str(k.netns_dir / "abc")
     k.ns.create(path)
-    assert Path(path).exists()
+    assert os.listdir(k.netns_dir) == ["abc"]
     k.ns.remove(path)
-    assert not Path(path).exists()
+    assert os.listdir(k.netns_dir) == []
+    k.close()
 
 
 def test_everything_starts_with_only_the_hosts_loopback() -> None:

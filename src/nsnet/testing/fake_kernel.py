@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import itertools
 import socket
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,9 +166,9 @@ class FakeAnnouncer:
 
 
 class FakeKernel:
-    """See the module docstring. ``exec_root`` (optional) gets a real ``netns`` directory
-    with one file per namespace, for code that lists it; ``deferred_deletes`` keeps the
-    reaper's queue until ``reaper.flush()``."""
+    """See the module docstring. ``netns_dir`` is a real directory (under ``exec_root``, or a
+    private temporary one) holding one file per namespace made there, for code that lists
+    it; ``deferred_deletes`` keeps the reaper's queue until ``reaper.flush()``."""
 
     def __init__(self, exec_root: Path | None = None, deferred_deletes: bool = False) -> None:
         self.state = KernelState()
@@ -179,10 +180,13 @@ class FakeKernel:
         self.announcer = FakeAnnouncer()
         self.sysctls: dict[str, str] = {}
         self._dying = DyingNames()
-        self._pinned = exec_root is not None
-        self.netns_dir = (exec_root or Path("/nonexistent/nsnet-fake")) / "netns"
-        if self._pinned:
-            self.netns_dir.mkdir(parents=True, exist_ok=True)
+        # Without an exec root, a private directory that goes with the fake (GC or close).
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if exec_root is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="nsnet-fake-")
+            exec_root = Path(self._tmp.name)
+        self.netns_dir = exec_root / "netns"
+        self.netns_dir.mkdir(parents=True, exist_ok=True)
         self._next_fd = itertools.count(10_000)
         self.closed = False
 
@@ -222,8 +226,8 @@ class FakeKernel:
         return self.state.add_link(FakeLink(name=name, kind=kind, ns=HOST, up=True)).index
 
     def pin(self, ns_path: str, present: bool) -> None:
-        """Mirror a namespace as a file under ``netns_dir`` (when the fake has one)."""
-        if not self._pinned or Path(ns_path).parent != self.netns_dir:
+        """Mirror a namespace as a file under ``netns_dir``, for code that lists it."""
+        if Path(ns_path).parent != self.netns_dir:
             return
         if present:
             Path(ns_path).touch()
@@ -280,6 +284,8 @@ class FakeKernel:
 
     def close(self) -> None:
         self.closed = True
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 def _is_a_kernel(k: FakeKernel) -> Kernel:
