@@ -74,7 +74,7 @@ def test_join_on_a_missing_bridge_fails_and_rebuilds_nothing(kernel: FakeKernel,
         drv = BridgeDriver(kernel)
     before = kernel.objects()
     calls = len(kernel.calls)
-    with pytest.raises(Unavailable, match="front.*nsnet system reconcile"):
+    with pytest.raises(Unavailable, match=r"front.*nsnet system reconcile"):
         drv.join(net, _ep(), Sandbox("c" * 64, NS))
     assert kernel.objects() == before
     assert "ensure_bridge" not in kernel.calls[calls:]
