@@ -22,6 +22,7 @@ from nsnet.engine.registry import NAME_RE, ContainerWaiters, Readers, Registry
 from nsnet.engine.sandboxes import SandboxService, validate_endpoint_request
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified
+from nsnet.exit_codes import classify_start_error
 from nsnet.model import (
     Attachment,
     Container,
@@ -215,12 +216,10 @@ class ContainerService:
                 except Exception:
                     log.exception("removing the bundle of a failed start")
                 c.state.error = str(e)
-                text = str(e).lower()
-                # Docker records these codes for a command that cannot start.
-                if "executable file not found" in text or "no such file or directory" in text:
-                    c.state.exit_code = 127
-                elif "permission denied" in text:
-                    c.state.exit_code = 126
+                # Docker records 127/126 for a command that cannot start.
+                code = classify_start_error(str(e))
+                if code is not None:
+                    c.state.exit_code = code
                 self.registry.save_container(c)
                 raise
             c.state.status = "running"

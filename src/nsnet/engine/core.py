@@ -30,14 +30,8 @@ from nsnet.engine.registry import ContainerWaiters, Registry
 from nsnet.engine.sandboxes import SandboxService
 from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession, Sessions, Sink
 from nsnet.errors import Invalid, NotModified, NsnetError
+from nsnet.exit_codes import classify_start_error
 from nsnet.model import Container, EndpointRequest, Image, Network
-
-
-def invalid_command(message: str) -> bool:
-    """moby's isInvalidCommand and its EACCES check: why a container's command cannot run."""
-    m = message.lower()
-    return any(t in m for t in ("executable file not found", "no such file or directory",
-                                "permission denied"))
 
 
 @dataclass(frozen=True)
@@ -213,7 +207,8 @@ class Engine:
             if cur is not None and cur.auto_remove and cur.state.status != "running":
                 with contextlib.suppress(NsnetError):
                     await self.s.containers.remove_container(c.id, force=True)
-            if isinstance(e, NsnetError) and e.status >= 500 and invalid_command(e.message):
+            if isinstance(e, NsnetError) and e.status >= 500 and \
+                    classify_start_error(e.message) is not None:
                 raise Invalid(e.message) from e
             raise
 

@@ -26,32 +26,12 @@ from nsnet.fds import raise_socket
 from nsnet.kernel.api import Namespaces
 from nsnet.kernel.firewall import RESOLVER_IP, sandbox_dns_plan
 from nsnet.model import PREDEFINED_NETWORKS, Container, Endpoint, Network
+from nsnet.resolvconf import read_upstreams
 
 log = logging.getLogger("nsnet.dns")
 
 SO_RCVBUFFORCE = 33  # not exported by the socket module
 NftInNamespace = Callable[[str, str], None]
-
-
-def read_upstreams(path: Path) -> list[str]:
-    """The host's nameservers, at most 3; systemd-resolved's real list behind 127.0.0.53."""
-    def parse(p: Path) -> list[str]:
-        out = []
-        try:
-            for line in p.read_text().splitlines():
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    out.append(parts[1])
-        except OSError:
-            pass
-        return out
-
-    servers = parse(path)
-    if servers == ["127.0.0.53"]:
-        alt = parse(Path("/run/systemd/resolve/resolv.conf"))
-        if alt:
-            servers = alt
-    return servers[:3]
 
 
 def _open_sockets() -> tuple[socket.socket, socket.socket]:

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from nsnet import resolvconf
 from nsnet.drivers.base import Driver, UniqueValidator
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.crashpoints import crash_point
@@ -70,16 +71,11 @@ class NetworkService:
             out.extend(self.kernel.routes.networks())
         except Exception:
             log.exception("reading host routes")
-        try:
-            for line in self.config.host_resolv_conf.read_text().splitlines():
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    try:
-                        out.append(ipaddress.ip_network(parts[1]))
-                    except ValueError:
-                        continue
-        except OSError:
-            pass
+        for server in resolvconf.read(self.config.host_resolv_conf).nameservers:
+            try:
+                out.append(ipaddress.ip_network(server))
+            except ValueError:
+                continue
         return out
 
     def _pick_ula(self) -> ipaddress.IPv6Network:
