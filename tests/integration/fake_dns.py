@@ -9,17 +9,16 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 import dns.message
 import dns.rcode
 import dns.rrset
 
 
-def main() -> None:
-    port = int(sys.argv[1])
+def parse_args(args: list[str]) -> tuple[dict[str, str], int | None]:
     answers: dict[str, str] = {}
     rcode: int | None = None
-    args = sys.argv[2:]
     while args:
         a = args.pop(0)
         if a == "--rcode":
@@ -27,6 +26,10 @@ def main() -> None:
         elif "=" in a:
             k, v = a.split("=", 1)
             answers[k.rstrip(".").lower() + "."] = v
+    return answers, rcode
+
+
+def make_answer(answers: dict[str, str], rcode: int | None) -> Callable[[bytes], bytes | None]:
     def answer(data: bytes) -> bytes | None:
         try:
             q = dns.message.from_wire(data)
@@ -42,31 +45,41 @@ def main() -> None:
             r.set_rcode(dns.rcode.NXDOMAIN)
         return bytes(r.to_wire())
 
-    def serve_tcp(t: socket.socket) -> None:
-        while True:
-            conn, _ = t.accept()
-            with conn:
-                try:
-                    n = int.from_bytes(conn.recv(2), "big")
-                    data = b""
-                    while len(data) < n:
-                        chunk = conn.recv(n - len(data))
-                        if not chunk:
-                            break
-                        data += chunk
-                    out = answer(data)
-                    if out is not None:
-                        conn.sendall(len(out).to_bytes(2, "big") + out)
-                except OSError:
-                    continue
+    return answer
 
+
+def read_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def serve_tcp(t: socket.socket, answer: Callable[[bytes], bytes | None]) -> None:
+    while True:
+        conn, _ = t.accept()
+        with conn:
+            try:
+                out = answer(read_exactly(conn, int.from_bytes(conn.recv(2), "big")))
+                if out is not None:
+                    conn.sendall(len(out).to_bytes(2, "big") + out)
+            except OSError:
+                continue
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    answer = make_answer(*parse_args(sys.argv[2:]))
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", port))
     t = socket.socket()
     t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     t.bind(("127.0.0.1", port))
     t.listen(16)
-    threading.Thread(target=serve_tcp, args=(t,), daemon=True).start()
+    threading.Thread(target=serve_tcp, args=(t, answer), daemon=True).start()
     print("ready", flush=True)
     while True:
         data, addr = s.recvfrom(4096)

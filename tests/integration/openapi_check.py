@@ -60,54 +60,50 @@ class OpenAPI:
     def lint(self) -> list[str]:
         """Unknown keywords, dangling $refs, required keys that are not properties."""
         problems: list[str] = []
-
-        def walk_schema(s: Any, where: str) -> None:
-            if not isinstance(s, dict):
-                problems.append(f"{where}: a schema must be a mapping")
-                return
-            for k in s:
-                if k not in KEYWORDS:
-                    problems.append(f"{where}: unsupported keyword {k!r}")
-            if "$ref" in s:
-                try:
-                    self.resolve({"$ref": s["$ref"]})
-                except (KeyError, TypeError):
-                    problems.append(f"{where}: dangling $ref {s['$ref']}")
-                return
-            if "type" in s and s["type"] not in TYPES:
-                problems.append(f"{where}: unknown type {s['type']!r}")
-            props = s.get("properties", {})
-            for name, sub in props.items():
-                walk_schema(sub, f"{where}.{name}")
-            for name in s.get("required", []):
-                if name not in props:
-                    problems.append(f"{where}: required {name!r} is not a property")
-            if isinstance(s.get("additionalProperties"), dict):
-                walk_schema(s["additionalProperties"], f"{where}.*")
-            if "items" in s:
-                walk_schema(s["items"], f"{where}[]")
-            for i, sub in enumerate(s.get("allOf", [])):
-                walk_schema(sub, f"{where}.allOf[{i}]")
-
         for name, s in self.doc["components"]["schemas"].items():
-            walk_schema(s, name)
-
-        def walk_content(content: dict[str, Any], where: str) -> None:
-            for ctype, media in content.items():
-                if "schema" in media:
-                    walk_schema(media["schema"], f"{where} {ctype}")
-
+            self._lint_schema(s, name, problems)
         for template, item in self.doc["paths"].items():
             for method, op in item.items():
                 if method not in METHODS:
                     continue
                 body = op.get("requestBody")
                 if body:
-                    walk_content(self.resolve(body).get("content", {}), f"{method} {template}")
+                    self._lint_content(self.resolve(body).get("content", {}),
+                                       f"{method} {template}", problems)
                 for status, resp in op.get("responses", {}).items():
-                    resp = self.resolve(resp)
-                    walk_content(resp.get("content", {}), f"{method} {template} {status}")
+                    self._lint_content(self.resolve(resp).get("content", {}),
+                                       f"{method} {template} {status}", problems)
         return problems
+
+    def _lint_content(self, content: dict[str, Any], where: str, problems: list[str]) -> None:
+        for ctype, media in content.items():
+            if "schema" in media:
+                self._lint_schema(media["schema"], f"{where} {ctype}", problems)
+
+    def _lint_schema(self, s: Any, where: str, problems: list[str]) -> None:
+        if not isinstance(s, dict):
+            problems.append(f"{where}: a schema must be a mapping")
+            return
+        problems += [f"{where}: unsupported keyword {k!r}" for k in s if k not in KEYWORDS]
+        if "$ref" in s:
+            try:
+                self.resolve({"$ref": s["$ref"]})
+            except (KeyError, TypeError):
+                problems.append(f"{where}: dangling $ref {s['$ref']}")
+            return
+        if "type" in s and s["type"] not in TYPES:
+            problems.append(f"{where}: unknown type {s['type']!r}")
+        props = s.get("properties", {})
+        for name, sub in props.items():
+            self._lint_schema(sub, f"{where}.{name}", problems)
+        problems += [f"{where}: required {name!r} is not a property"
+                     for name in s.get("required", []) if name not in props]
+        if isinstance(s.get("additionalProperties"), dict):
+            self._lint_schema(s["additionalProperties"], f"{where}.*", problems)
+        if "items" in s:
+            self._lint_schema(s["items"], f"{where}[]", problems)
+        for i, sub in enumerate(s.get("allOf", [])):
+            self._lint_schema(sub, f"{where}.allOf[{i}]", problems)
 
     def operations(self) -> set[tuple[str, str]]:
         return {(m.upper(), t) for t, item in self.doc["paths"].items() for m in item
@@ -166,40 +162,61 @@ class OpenAPI:
         if "enum" in s and x not in s["enum"]:
             out.append(f"{where}: {x!r} not in {s['enum']}")
         if isinstance(x, str):
-            if "pattern" in s and not re.search(s["pattern"], x):
-                out.append(f"{where}: {x!r} does not match {s['pattern']!r}")
-            if len(x) < s.get("minLength", 0):
-                out.append(f"{where}: shorter than {s['minLength']}")
-            if s.get("format") == "date-time" and not RFC3339.match(x):
-                out.append(f"{where}: {x!r} is not an RFC 3339 date-time")
+            out += _string_errors(x, s, where)
         if isinstance(x, int | float) and not isinstance(x, bool):
-            if "minimum" in s and x < s["minimum"]:
-                out.append(f"{where}: {x} < {s['minimum']}")
-            if "maximum" in s and x > s["maximum"]:
-                out.append(f"{where}: {x} > {s['maximum']}")
+            out += _number_errors(x, s, where)
         if isinstance(x, list):
-            if len(x) < s.get("minItems", 0):
-                out.append(f"{where}: fewer than {s['minItems']} items")
-            if "maxItems" in s and len(x) > s["maxItems"]:
-                out.append(f"{where}: more than {s['maxItems']} items")
-            if "items" in s:
-                for i, item in enumerate(x):
-                    out += self.errors(item, s["items"], f"{where}[{i}]")
+            out += self._list_errors(x, s, where)
         if isinstance(x, dict):
-            if len(x) < s.get("minProperties", 0):
-                out.append(f"{where}: fewer than {s['minProperties']} keys")
-            if "maxProperties" in s and len(x) > s["maxProperties"]:
-                out.append(f"{where}: more than {s['maxProperties']} keys")
-            props = s.get("properties", {})
-            for name in s.get("required", []):
-                if name not in x:
-                    out.append(f"{where}: missing required {name!r}")
-            extra = s.get("additionalProperties", True)
-            for k, v in x.items():
-                if k in props:
-                    out += self.errors(v, props[k], f"{where}.{k}")
-                elif extra is False:
-                    out.append(f"{where}: unexpected key {k!r}")
-                elif isinstance(extra, dict):
-                    out += self.errors(v, extra, f"{where}.{k}")
+            out += self._dict_errors(x, s, where)
         return out
+
+    def _list_errors(self, x: list[Any], s: dict[str, Any], where: str) -> list[str]:
+        out: list[str] = []
+        if len(x) < s.get("minItems", 0):
+            out.append(f"{where}: fewer than {s['minItems']} items")
+        if "maxItems" in s and len(x) > s["maxItems"]:
+            out.append(f"{where}: more than {s['maxItems']} items")
+        if "items" in s:
+            for i, item in enumerate(x):
+                out += self.errors(item, s["items"], f"{where}[{i}]")
+        return out
+
+    def _dict_errors(self, x: dict[str, Any], s: dict[str, Any], where: str) -> list[str]:
+        out: list[str] = []
+        if len(x) < s.get("minProperties", 0):
+            out.append(f"{where}: fewer than {s['minProperties']} keys")
+        if "maxProperties" in s and len(x) > s["maxProperties"]:
+            out.append(f"{where}: more than {s['maxProperties']} keys")
+        props = s.get("properties", {})
+        out += [f"{where}: missing required {name!r}"
+                for name in s.get("required", []) if name not in x]
+        extra = s.get("additionalProperties", True)
+        for k, v in x.items():
+            if k in props:
+                out += self.errors(v, props[k], f"{where}.{k}")
+            elif extra is False:
+                out.append(f"{where}: unexpected key {k!r}")
+            elif isinstance(extra, dict):
+                out += self.errors(v, extra, f"{where}.{k}")
+        return out
+
+
+def _string_errors(x: str, s: dict[str, Any], where: str) -> list[str]:
+    out: list[str] = []
+    if "pattern" in s and not re.search(s["pattern"], x):
+        out.append(f"{where}: {x!r} does not match {s['pattern']!r}")
+    if len(x) < s.get("minLength", 0):
+        out.append(f"{where}: shorter than {s['minLength']}")
+    if s.get("format") == "date-time" and not RFC3339.match(x):
+        out.append(f"{where}: {x!r} is not an RFC 3339 date-time")
+    return out
+
+
+def _number_errors(x: float, s: dict[str, Any], where: str) -> list[str]:
+    out: list[str] = []
+    if "minimum" in s and x < s["minimum"]:
+        out.append(f"{where}: {x} < {s['minimum']}")
+    if "maximum" in s and x > s["maximum"]:
+        out.append(f"{where}: {x} > {s['maximum']}")
+    return out

@@ -117,97 +117,134 @@ def _bridge(net: dict[str, Any]) -> str:
 
 
 def check_kernel(d: Daemon, v: StoreView) -> list[str]:
-    problems: list[str] = []
+    """Store against kernel: each running container's sandbox, then what no object owns."""
     host_links = {x["ifname"]: x for x in _links(d)}
-    by_index = {x["ifindex"]: x["ifname"] for x in host_links.values()}
-    running = v.running()
     owned_veths: set[str] = set()
-    for c in running:
-        name = c["name"]
-        pid = int(c["state"]["pid"])
-        if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
-            problems.append(f"{name} is stored as running but its process {pid} is gone")
-        if c.get("network_mode") == "host":
+    problems: list[str] = []
+    for c in v.running():
+        problems += _check_container(d, v, c, host_links, owned_veths)
+    problems += _check_host_links(v, host_links, owned_veths)
+    problems += _check_namespaces(d, v)
+    problems += _check_chains(d, v)
+    problems += _check_runc(d, v)
+    return problems
+
+
+def _check_container(d: Daemon, v: StoreView, c: dict[str, Any],
+                     host_links: dict[str, dict[str, Any]], owned_veths: set[str]) -> list[str]:
+    name = c["name"]
+    problems: list[str] = []
+    pid = int(c["state"]["pid"])
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        problems.append(f"{name} is stored as running but its process {pid} is gone")
+    if c.get("network_mode") == "host":
+        return problems
+    ns = str(d.exec_root / "netns" / c["id"][:12])
+    if c.get("sandbox_key") != ns or not os.path.exists(ns):
+        return [*problems, f"{name} is running but its namespace {ns} is missing"]
+    inside = {x["ifname"]: x for x in _links(d, ns)}
+    want = {a["endpoint"]["ifname"]: a["endpoint"] for a in c.get("attachments", [])
+            if a.get("endpoint")}
+    extra = set(inside) - set(want) - {"lo"}
+    if extra:
+        problems.append(f"{name} has links no stored endpoint owns: {sorted(extra)}")
+    gateway = None
+    for ifname, ep in want.items():
+        link = inside.get(ifname)
+        if link is None:
+            problems.append(f"{name}: stored endpoint {ifname} is missing in the sandbox")
             continue
-        ns = str(d.exec_root / "netns" / c["id"][:12])
-        if c.get("sandbox_key") != ns or not os.path.exists(ns):
-            problems.append(f"{name} is running but its namespace {ns} is missing")
-            continue
-        inside = {x["ifname"]: x for x in _links(d, ns)}
-        want = {a["endpoint"]["ifname"]: a["endpoint"] for a in c.get("attachments", [])
-                if a.get("endpoint")}
-        extra = set(inside) - set(want) - {"lo"}
-        if extra:
-            problems.append(f"{name} has links no stored endpoint owns: {sorted(extra)}")
-        gateway = None
-        for ifname, ep in want.items():
-            link = inside.get(ifname)
-            if link is None:
-                problems.append(f"{name}: stored endpoint {ifname} is missing in the sandbox")
-                continue
-            if "UP" not in link.get("flags", []):
-                problems.append(f"{name}: {ifname} is down")
-            have = {a["local"] for a in link.get("addr_info", [])}
-            for addr in _addresses(ep):
-                if addr not in have:
-                    problems.append(f"{name}: {ifname} lacks its address {addr}")
-            if ep.get("default_route") and ep.get("gateway"):
-                gateway = (ifname, ep["gateway"])
-            net = v.networks.get(ep["network_id"])
-            host_if = ep.get("host_ifname")
-            if net is not None and net.get("driver") == "bridge":
-                owned_veths.add(host_if or "")
-                hl = host_links.get(host_if or "")
-                if hl is None:
-                    problems.append(f"{name}: host side {host_if} of {ifname} is missing")
-                    continue
-                if "UP" not in hl.get("flags", []):
-                    problems.append(f"{name}: host side {host_if} of {ifname} is down")
-                if hl.get("master") != _bridge(net):
-                    problems.append(f"{name}: host side {host_if} is on {hl.get('master')}, not "
-                                    f"on {_bridge(net)}")
-                if by_index.get(link.get("link_index")) != host_if:
-                    problems.append(f"{name}: {ifname}'s peer is not {host_if}")
-        routes = _default_routes(ns)
-        if gateway is not None:
-            if not any(r.get("dev") == gateway[0] and r.get("gateway") == gateway[1]
-                       for r in routes):
-                problems.append(f"{name}: no default route via {gateway[1]} dev {gateway[0]} "
-                                f"(have {routes})")
-        elif routes and want:
-            problems.append(f"{name}: a default route no stored endpoint is marked for: {routes}")
+        problems += _check_endpoint(v, name, ifname, ep, link, host_links, owned_veths)
+        if ep.get("default_route") and ep.get("gateway"):
+            gateway = (ifname, ep["gateway"])
+    routes = _default_routes(ns)
+    if gateway is not None:
+        if not any(r.get("dev") == gateway[0] and r.get("gateway") == gateway[1]
+                   for r in routes):
+            problems.append(f"{name}: no default route via {gateway[1]} dev {gateway[0]} "
+                            f"(have {routes})")
+    elif routes and want:
+        problems.append(f"{name}: a default route no stored endpoint is marked for: {routes}")
+    return problems
+
+
+def _check_endpoint(v: StoreView, name: str, ifname: str, ep: dict[str, Any],
+                    link: dict[str, Any], host_links: dict[str, dict[str, Any]],
+                    owned_veths: set[str]) -> list[str]:
+    """One stored endpoint against its link in the sandbox and, on a bridge, its host veth."""
+    problems: list[str] = []
+    if "UP" not in link.get("flags", []):
+        problems.append(f"{name}: {ifname} is down")
+    have = {a["local"] for a in link.get("addr_info", [])}
+    for addr in _addresses(ep):
+        if addr not in have:
+            problems.append(f"{name}: {ifname} lacks its address {addr}")
+    net = v.networks.get(ep["network_id"])
+    if net is None or net.get("driver") != "bridge":
+        return problems
+    host_if = ep.get("host_ifname") or ""
+    owned_veths.add(host_if)
+    hl = host_links.get(host_if)
+    if hl is None:
+        return [*problems, f"{name}: host side {host_if} of {ifname} is missing"]
+    if "UP" not in hl.get("flags", []):
+        problems.append(f"{name}: host side {host_if} of {ifname} is down")
+    if hl.get("master") != _bridge(net):
+        problems.append(f"{name}: host side {host_if} is on {hl.get('master')}, not "
+                        f"on {_bridge(net)}")
+    by_index = {x["ifindex"]: x["ifname"] for x in host_links.values()}
+    if by_index.get(link.get("link_index")) != host_if:
+        problems.append(f"{name}: {ifname}'s peer is not {host_if}")
+    return problems
+
+
+def _check_host_links(v: StoreView, host_links: dict[str, dict[str, Any]],
+                      owned_veths: set[str]) -> list[str]:
+    """Veths and bridges in the host namespace that no stored object owns, and the reverse."""
+    problems: list[str] = []
+    bridges = {_bridge(n) for n in v.networks.values() if n.get("driver") == "bridge"}
     for ifname, link in host_links.items():
         kind = (link.get("linkinfo") or {}).get("info_kind")
         if kind == "veth" and ifname.startswith("veth") and ifname not in owned_veths:
             problems.append(f"host veth {ifname} belongs to no stored endpoint")
-    bridges = {_bridge(n) for n in v.networks.values() if n.get("driver") == "bridge"}
-    for ifname, link in host_links.items():
-        kind = (link.get("linkinfo") or {}).get("info_kind")
         if kind == "bridge" and ifname not in bridges:
             problems.append(f"bridge {ifname} belongs to no stored network")
     for b in bridges:
         if b not in host_links:
             problems.append(f"bridge {b} of a stored network is missing")
-    live_ns = {c["id"][:12] for c in running if c.get("network_mode") != "host"}
+    return problems
+
+
+def _check_namespaces(d: Daemon, v: StoreView) -> list[str]:
+    live_ns = {c["id"][:12] for c in v.running() if c.get("network_mode") != "host"}
     netns_dir = d.exec_root / "netns"
     left = set(os.listdir(netns_dir)) if netns_dir.exists() else set()
     if left - live_ns:
-        problems.append(f"namespaces of no running container: {sorted(left - live_ns)}")
+        return [f"namespaces of no running container: {sorted(left - live_ns)}"]
+    return []
+
+
+def _check_chains(d: Daemon, v: StoreView) -> list[str]:
+    problems: list[str] = []
+    chains = _chain_networks(d)
     short_ids = {n["id"][:12] for n in v.networks.values()}
-    for sid in _chain_networks(d):
+    for sid in chains:
         if sid not in short_ids:
             problems.append(f"firewall chains of network {sid}, which is not stored")
     for n in v.networks.values():
-        if n.get("driver") == "bridge" and n["id"][:12] not in _chain_networks(d):
+        if n.get("driver") == "bridge" and n["id"][:12] not in chains:
             problems.append(f"network {n['name']} has no firewall chains")
-    running_ids = {c["id"] for c in running}
-    runc_root = d.exec_root / "runc"
-    if runc_root.exists():
-        out = sh("runc", "--root", str(runc_root), "list", "-q", check=False).stdout.split()
-        for cid in out:
-            if cid not in running_ids:
-                problems.append(f"runc keeps {cid[:12]}, which is not a running container")
     return problems
+
+
+def _check_runc(d: Daemon, v: StoreView) -> list[str]:
+    running_ids = {c["id"] for c in v.running()}
+    runc_root = d.exec_root / "runc"
+    if not runc_root.exists():
+        return []
+    out = sh("runc", "--root", str(runc_root), "list", "-q", check=False).stdout.split()
+    return [f"runc keeps {cid[:12]}, which is not a running container"
+            for cid in out if cid not in running_ids]
 
 
 def _chain_networks(d: Daemon) -> set[str]:
