@@ -7,7 +7,7 @@ Run by hand (no root needed):
 The server runs in this process on 127.0.0.1 (a stand-in for a sandbox's 127.0.0.11 socket),
 serving one sandbox among ``--containers`` others on a few networks, so the record tables have a
 realistic size; dnsperf (Debian package ``dnsperf``) runs as a child process and asks A questions
-for local names. DESIGN.md's target is ~46,000 q/s at 2 vCPU.
+for local names. docs/architecture.md's figure is ~46,000 q/s at 2 vCPU.
 """
 
 from __future__ import annotations

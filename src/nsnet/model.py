@@ -1,8 +1,8 @@
 """The objects nsnet keeps: networks, endpoints, containers, images.
 
-Pure dataclasses with JSON round-trips. They hold Docker's model on purpose (see DESIGN.md) so
-the API layer can render Docker's shapes without a second vocabulary. Keys in ``to_dict`` are our
-storage format, not the API format.
+Pure dataclasses with JSON round-trips. They hold Docker's model on purpose (see
+docs/architecture.md) so the API layer can render Docker's shapes without a second vocabulary. Keys
+in ``to_dict`` are our storage format, not the API format.
 """
 
 from __future__ import annotations

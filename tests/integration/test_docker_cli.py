@@ -1,8 +1,8 @@
 """The real docker CLI against nsnetd: every command nsnet serves, typed as a user types it.
 
-Outputs and exit codes are asserted the way docker CLI 28 prints them against a moby daemon
-(see shared/reference/docker-api.md §3). Each test groups several commands to share one
-daemon start-up; the daemon's own log must stay free of tracebacks throughout.
+Outputs and exit codes are asserted the way docker CLI 28 prints them against a moby daemon.
+Each test groups several commands to share one daemon start-up; the daemon's own log must stay
+free of tracebacks throughout.
 """
 
 from __future__ import annotations

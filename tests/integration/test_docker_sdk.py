@@ -1,6 +1,6 @@
 """The Docker SDK for Python (docker-py 7) against nsnetd, quirks included.
 
-docker-py differs from the CLI on the wire (shared/reference/docker-api.md §3.4): list-encoded
+docker-py differs from the CLI on the wire: list-encoded
 filters, ``True``/``False`` booleans, versioned ``/_ping``, the malformed ``NetworkingConfig``
 of ``containers.run(network=N)``, container attrs read before start, ``leave_swarm`` tolerating
 only 503/406, and ``ImageNotFound`` picked from 404 message texts.

@@ -1,4 +1,5 @@
-"""Records: who may see which names (DESIGN.md rule 6: lookups scoped to the asker's networks)."""
+"""Records: who may see which names (docs/architecture.md rule 6: lookups scoped to the asker's
+networks)."""
 
 from __future__ import annotations
 

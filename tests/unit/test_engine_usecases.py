@@ -1,8 +1,9 @@
 """Engine use-cases over a fake kernel, a memory store and a fake runtime: no root.
 
-Each test drives one use-case through ``build_engine`` with fakes and checks DESIGN.md rule 2
-from the outside: a use-case that fails halfway leaves no kernel object (``FakeKernel.objects``),
-no store row and no claimed address behind it, and one that succeeds leaves exactly its own.
+Each test drives one use-case through ``build_engine`` with fakes and checks docs/architecture.md
+rule 2 from the outside: a use-case that fails halfway leaves no kernel object
+(``FakeKernel.objects``), no store row and no claimed address behind it, and one that succeeds
+leaves exactly its own.
 """
 
 from __future__ import annotations

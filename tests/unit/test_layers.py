@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md, checked on the import graph of src/nsnet.
+"""The layers of docs/architecture.md, checked on the import graph of src/nsnet.
 
 Imports must point down: the API never reaches the kernel or the runtime (it goes through the
 engine), the CLI and the client only know each other and the pure modules, nothing below the
@@ -139,7 +139,7 @@ def violations(path: Path, src: Path = SRC) -> list[str]:
 
 def test_imports_point_down() -> None:
     found = [v for path in sorted(PACKAGE.rglob("*.py")) for v in violations(path)]
-    assert not found, "layer violations (DESIGN.md):\n" + "\n".join(sorted(set(found)))
+    assert not found, "layer violations (docs/architecture.md):\n" + "\n".join(sorted(set(found)))
 
 
 def _check_source(tmp: Path, relative: str, source: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Docker Engine API JSON shapes for our objects (API 1.45 semantics).
 
-Shapes follow what the docker CLI and the Docker SDK decode (see shared/reference/docker-api.md):
+Shapes follow what the docker CLI and the Docker SDK decode:
 omitempty IPAM config keys, ``null`` for unset endpoint Aliases/Links/DriverOpts, container IDs
 as keys of a network's ``Containers``.
 """

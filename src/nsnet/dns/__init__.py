@@ -1,4 +1,4 @@
-"""nsnet.dns: the embedded resolver (DESIGN.md rule 6).
+"""nsnet.dns: the embedded resolver (docs/architecture.md rule 6).
 
 ``Records`` holds who may see which names, ``DNSServer`` serves the 127.0.0.11 sockets of every
 sandbox from the daemon's loop, ``wire`` is the byte-level fast path both rely on and

@@ -1,8 +1,9 @@
 """Who may see which names: the embedded resolver's tables.
 
 Pure data, no I/O. The engine feeds it endpoints as containers join and leave networks; the server
-asks it one question per query. Lookups are the resolver's hot path (DESIGN.md asks for tens of
-thousands of queries a second from one Python thread), so every structure is shaped for the read:
+asks it one question per query. Lookups are the resolver's hot path (docs/architecture.md asks for
+tens of thousands of queries a second from one Python thread), so every structure is shaped for the
+read:
 
 * per network, ``{name: _Name}`` where ``_Name`` holds the endpoints carrying that name and lazily
   built, cached answers for A and AAAA;

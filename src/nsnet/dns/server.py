@@ -1,7 +1,7 @@
 """The embedded resolver: one asyncio server for the 127.0.0.11 sockets of every sandbox.
 
-DESIGN.md rule 6 puts a resolver in each sandbox but rule 1 forbids the loop from entering
-namespaces, so the engine opens a UDP and a TCP socket inside each sandbox (bound to
+docs/architecture.md rule 6 puts a resolver in each sandbox but rule 1 forbids the loop from
+entering namespaces, so the engine opens a UDP and a TCP socket inside each sandbox (bound to
 127.0.0.11:<random port>, port 53 DNATed to it) and hands them here. A socket keeps the namespace
 it was created in, so serving it from the daemon's namespace is enough; the sandbox id travels with
 the socket and scopes every lookup.

@@ -1,7 +1,7 @@
 """DNS wire format for the common case, by hand.
 
 dnspython costs ~190 µs to parse and render one message; the resolver must do ~46,000 a second
-(DESIGN.md, performance notes). Almost every query a container sends is the same shape: one
+(docs/architecture.md, costs). Almost every query a container sends is the same shape: one
 question, standard opcode, maybe one OPT record. ``parse_query`` reads exactly that shape and
 returns None for anything else, so the caller can hand the odd message to dnspython. Responses are
 assembled from byte strings: the question is echoed verbatim (keeping the client's 0x20 case) and

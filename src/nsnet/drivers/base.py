@@ -131,7 +131,7 @@ class PortMapping:
 
 @runtime_checkable
 class PublishesPorts(Protocol):
-    """The driver can publish endpoint ports on the host (DESIGN.md rule 5: DNAT, no proxy).
+    """The driver can publish endpoint ports on the host (architecture rule 5: DNAT, no proxy).
 
     Planned for the published-ports work; no driver implements it yet.
     """
@@ -164,7 +164,7 @@ class Peer:
 class ProgramsPeers(Protocol):
     """The driver spans hosts and learns remote endpoints from the global store (overlay).
 
-    Planned for the overlay work (DESIGN.md rule 7); no driver implements it yet.
+    Planned for the overlay work (the overlay design, issue 10); no driver implements it yet.
     """
 
     def add_peer(self, net: Network, peer: Peer) -> None:

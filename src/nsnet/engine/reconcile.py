@@ -1,4 +1,4 @@
-"""Reconcile: make the kernel match the store (DESIGN.md rule 3), at start and on demand.
+"""Reconcile: make the kernel match the store (architecture rule 3), at start and on demand.
 
 The steps run in an order that keeps addresses safe: networks are re-made first, then the
 containers that outlived the daemon are adopted (their addresses claimed again) before the dead

@@ -1,8 +1,8 @@
 """The engine's in-memory mirror of the store: networks and containers, their lookups and locks.
 
-The store is the truth (DESIGN.md rule 3); these dicts mirror it, written through on every
-change. Every service is handed the one ``Registry`` of the daemon instead of inheriting a base
-class, so a test can build one over a memory store. Mutating use-cases do their kernel work
+The store is the truth (docs/architecture.md rule 3); these dicts mirror it, written through on
+every change. Every service is handed the one ``Registry`` of the daemon instead of inheriting a
+base class, so a test can build one over a memory store. Mutating use-cases do their kernel work
 without awaiting in between, so on the single asyncio loop they are atomic with respect to each
 other; the container lifecycle, which must await runc, holds a per-container lock instead.
 """

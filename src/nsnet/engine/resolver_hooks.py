@@ -1,4 +1,4 @@
-"""How the engine tells the embedded DNS what changed (DESIGN.md rule 6).
+"""How the engine tells the embedded DNS what changed (docs/architecture.md rule 6).
 
 The sandbox and network services call these hooks at the points where names appear or vanish;
 ``nsnet.engine.embedded_dns.EmbeddedDNS`` implements them with resolver sockets and a

@@ -1,4 +1,4 @@
-"""Undo stacks: every use-case pushes an undo for each finished step (DESIGN.md rule 2)."""
+"""Undo stacks: every use-case pushes an undo for each finished step (architecture rule 2)."""
 
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ class Firewall:
         self._nft.close()
 
 
-# -- the per-sandbox resolver table (DESIGN.md rule 6) ----------------------------------------
+# -- the per-sandbox resolver table (docs/architecture.md rule 6) --------------------------
 
 RESOLVER_IP = "127.0.0.11"
 SANDBOX_DNS_TABLE = "ip nsnet-dns"

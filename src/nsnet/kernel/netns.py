@@ -1,9 +1,9 @@
 """Network namespaces without forks and without moving the event loop.
 
-Rule 1 of DESIGN.md: the asyncio loop and its executor threads never change namespace. Work in a
-namespace goes through a socket *opened* there. One dedicated thread (``_ns_thread``) is the only
-thread that ever calls setns(2); it enters a namespace, opens what it was asked to open and goes
-back to the daemon's own namespace before it takes the next job. ``unshare(CLONE_NEWNET)`` in
+Rule 1 of docs/architecture.md: the asyncio loop and its executor threads never change namespace.
+Work in a namespace goes through a socket *opened* there. One dedicated thread (``_ns_thread``) is
+the only thread that ever calls setns(2); it enters a namespace, opens what it was asked to open and
+goes back to the daemon's own namespace before it takes the next job. ``unshare(CLONE_NEWNET)`` in
 that thread plus a bind mount costs ~1 ms, where ``ip netns add`` forks and costs 4-10 ms.
 """
 

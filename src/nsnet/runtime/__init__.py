@@ -1,4 +1,4 @@
-"""nsnet.runtime: images on disk and containers run by runc (see DESIGN.md, "runtime")."""
+"""nsnet.runtime: images on disk and containers run by runc (see docs/architecture.md, layers)."""
 
 from nsnet.runtime.images import ImageStore, normalize_reference
 from nsnet.runtime.runc import NEW_NETNS, ProcessSpec, Runc, become_subreaper

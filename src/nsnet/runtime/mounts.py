@@ -1,7 +1,7 @@
 """A container's root: an overlayfs over its image, mounted and unmounted with mount(2).
 
 Through ctypes rather than ``mount -t overlay``: a fork+exec per container start costs
-3-10 ms (DESIGN.md, performance notes), the syscall well under one.
+3-10 ms (docs/architecture.md, costs), the syscall well under one.
 """
 
 from __future__ import annotations
