@@ -1,0 +1,206 @@
+"""Several simulated hosts on one machine, for overlay tests (issue 10's lab).
+
+The machine's own network is never touched. The lab is made of throwaway namespaces only:
+
+```
+            switch namespace: bridge sw0 (no address), one veth port per member
+             /            |             \\
+     h1: eth0         h2: eth0  ...    etcd: eth0 (optional)
+     192.0.2.11/24    192.0.2.12/24    192.0.2.2, .3, .4 (one per etcd member)
+```
+
+Each host is a network namespace with one underlay interface ``eth0`` (MTU 1500) on TEST-NET-1;
+the switch is a plain Linux bridge, so hosts reach each other with unicast exactly as machines on
+one segment would. Each host may run its own nsnetd (``nsnet.testing.hosts.Daemon``: own data
+root, exec root and socket under the lab's temporary directory). Extra daemon arguments (the
+cluster flags, once the daemon has them) are passed through unchanged.
+
+Teardown removes everything even after a failed test (daemons stopped, runc containers, mounts
+and cgroups under the lab root, every namespace) and then runs the same leak check as
+``daemon_host``; a leak fails the test that caused it.
+
+Cost: ~10 ``ip`` forks per host (~50 ms), plus ~1 s per daemon (started in parallel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nsnet.testing.hosts import (
+    Daemon,
+    LeakSnapshot,
+    TestHost,
+    _force_cleanup,
+    cgroups_of,
+    check_leaks,
+    mounts_under,
+    sh,
+)
+
+UNDERLAY_PREFIX = 24
+UNDERLAY_MTU = 1500
+SWITCH_BRIDGE = "sw0"
+UNDERLAY_IFNAME = "eth0"
+FIRST_HOST = 11  # h1 is 192.0.2.11
+ETCD_FIRST = 2  # etcd members are 192.0.2.2, .3, .4
+MAX_HOSTS = 200  # .11 .. .210 stay inside 192.0.2.0/24
+
+
+def host_address(index: int) -> str:
+    """Underlay address of host ``index`` (0-based)."""
+    return f"192.0.2.{FIRST_HOST + index}"
+
+
+def etcd_address(member: int) -> str:
+    return f"192.0.2.{ETCD_FIRST + member}"
+
+
+@dataclass
+class LabHost:
+    """One simulated machine: a namespace with ``eth0`` on the underlay, maybe a daemon."""
+
+    label: str  # h1, h2, ...
+    ns: TestHost
+    address: str
+    daemon: Daemon | None = None
+
+    @property
+    def path(self) -> str:
+        return self.ns.path
+
+    def root(self, lab_root: Path) -> Path:
+        """This host's private directory (data root, exec root, overlay namespaces)."""
+        return lab_root / self.label
+
+
+@dataclass
+class Lab:
+    root: Path
+    switch: TestHost
+    hosts: list[LabHost]
+    etcd_ns: TestHost | None = None
+    etcd_addresses: list[str] = field(default_factory=list)
+    extra: list[TestHost] = field(default_factory=list)
+
+    def namespace(self, label: str) -> TestHost:
+        """A bare namespace (a "container" for data-plane tests) removed and leak-checked
+        with the lab."""
+        ns = TestHost.create(f"nsml{label}"[:12])
+        self.extra.append(ns)
+        return ns
+
+    def ping(self, src: LabHost, dst: LabHost, count: int = 1) -> bool:
+        p = sh("ping", "-c", str(count), "-W", "1", "-i", "0.2", dst.address, ns=src.ns.name,
+               check=False)
+        return p.returncode == 0
+
+    def all_namespaces(self) -> list[TestHost]:
+        out = [self.switch, *[h.ns for h in self.hosts], *self.extra]
+        if self.etcd_ns is not None:
+            out.append(self.etcd_ns)
+        return out
+
+
+def _join_switch(switch: TestHost, ns: TestHost, port: str, addresses: Sequence[str]) -> None:
+    """A veth from the switch's bridge to ``eth0`` of ``ns``; the peer is born in ``ns``."""
+    sh("ip", "-n", switch.name, "link", "add", port, "mtu", str(UNDERLAY_MTU), "type", "veth",
+       "peer", "name", UNDERLAY_IFNAME, "netns", ns.name)
+    sh("ip", "-n", switch.name, "link", "set", port, "master", SWITCH_BRIDGE, "up")
+    for a in addresses:
+        sh("ip", "-n", ns.name, "addr", "add", f"{a}/{UNDERLAY_PREFIX}", "dev", UNDERLAY_IFNAME)
+    sh("ip", "-n", ns.name, "link", "set", UNDERLAY_IFNAME, "up")
+
+
+def _make_switch() -> TestHost:
+    switch = TestHost.create("nsmlsw")
+    # The switch forwards frames and has no address: no IPv6 chatter from its own ports.
+    sh("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1", ns=switch.name)
+    sh("ip", "-n", switch.name, "link", "add", SWITCH_BRIDGE, "type", "bridge")
+    sh("ip", "-n", switch.name, "link", "set", SWITCH_BRIDGE, "up")
+    return switch
+
+
+def _start_daemons(lab: Lab, daemon_args: Sequence[str]) -> None:
+    for h in lab.hosts:
+        root = h.root(lab.root)
+        root.mkdir(parents=True, exist_ok=True)
+        resolv = root / "resolv.conf"
+        resolv.write_text("nameserver 192.0.2.53\nsearch example.test\n")
+        h.daemon = Daemon(host=h.ns, root=root, resolv_conf=resolv,
+                          extra_args=list(daemon_args))
+    with ThreadPoolExecutor(max_workers=len(lab.hosts)) as pool:
+        for f in [pool.submit(h.daemon.start) for h in lab.hosts if h.daemon]:
+            f.result()
+
+
+def _teardown(lab: Lab) -> None:
+    try:
+        _stop_daemons(lab)
+    finally:
+        # Overlay namespaces pinned by data-plane tests under a host's directory.
+        for m in sorted(mounts_under(str(lab.root)), key=len, reverse=True):
+            sh("umount", "-l", m, check=False)
+        for ns in lab.all_namespaces():
+            ns.destroy()
+
+
+def _stop_daemons(lab: Lab) -> None:
+    for h in lab.hosts:
+        d = h.daemon
+        if d is None:
+            continue
+        try:
+            if d.proc is not None:
+                with contextlib.suppress(Exception):
+                    d.remove_everything()
+                d.stop()
+        finally:
+            _force_cleanup(d)
+
+
+@contextlib.contextmanager
+def lab(n_hosts: int, *, daemons: bool = True, daemon_args: Sequence[str] = (),
+        etcd_members: int = 0) -> Iterator[Lab]:
+    """``n_hosts`` hosts on one underlay switch, optionally a namespace for etcd members
+    (``etcd_members`` addresses on it, 192.0.2.2 upwards) and one nsnetd per host."""
+    if not 1 <= n_hosts <= MAX_HOSTS:
+        raise ValueError(f"n_hosts must be 1..{MAX_HOSTS}")
+    if not 0 <= etcd_members <= FIRST_HOST - ETCD_FIRST:
+        raise ValueError("at most 9 etcd members fit below the hosts' addresses")
+    before = LeakSnapshot.take()
+    root = Path(tempfile.mkdtemp(prefix="nsnet-lab-"))
+    the_lab = Lab(root=root, switch=_make_switch(), hosts=[])
+    failed = True
+    try:
+        for i in range(n_hosts):
+            h = LabHost(label=f"h{i + 1}", ns=TestHost.create(f"nsmlh{i + 1}"),
+                        address=host_address(i))
+            the_lab.hosts.append(h)
+            _join_switch(the_lab.switch, h.ns, f"p{i + 1}", [h.address])
+        if etcd_members:
+            the_lab.etcd_ns = TestHost.create("nsmletcd")
+            the_lab.etcd_addresses = [etcd_address(m) for m in range(etcd_members)]
+            _join_switch(the_lab.switch, the_lab.etcd_ns, "pe", the_lab.etcd_addresses)
+        if daemons:
+            _start_daemons(the_lab, daemon_args)
+        yield the_lab
+        failed = False
+    finally:
+        logs = "\n".join(f"--- {h.label} daemon log ---\n{h.daemon.log_tail(40)}"
+                         for h in the_lab.hosts if h.daemon is not None)
+        try:
+            _teardown(the_lab)
+        finally:
+            problems = check_leaks(before, root, the_lab.all_namespaces())
+            for h in the_lab.hosts:
+                if h.daemon is not None and cgroups_of(h.daemon.exec_root):
+                    problems.append(f"cgroups left by {h.label}'s daemon")
+            shutil.rmtree(root, ignore_errors=True)
+        if problems and not failed:
+            raise AssertionError("lab leak check failed:\n" + "\n".join(problems) + "\n" + logs)
