@@ -118,10 +118,13 @@ class KV(Protocol):
         ...
 
     def watch(self, prefix: str, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
-        """Changes under ``prefix`` from ``start_revision`` on, in commit order, one list per
-        revision batch. Raises ``Compacted`` when that revision is gone, ``errors.Unavailable``
-        when the cluster cannot be reached (an implementation may first retry and resume from
-        the last revision it delivered, so no event is lost or repeated)."""
+        """Changes under ``prefix`` from ``start_revision`` on, in commit order, in batches
+        (one revision's changes are never split; a batch may hold several revisions).
+        ``start_revision`` 0 means "from when the watch starts" (its first iteration, when etcd
+        gets the request): racy, so pass a listing's revision + 1 instead. Raises ``Compacted``
+        when that revision is gone, ``errors.Unavailable`` when the cluster cannot be reached
+        (an implementation may first retry and resume from the last revision it delivered, so
+        no event is lost or repeated)."""
         ...
 
     async def close(self) -> None:
@@ -129,16 +132,16 @@ class KV(Protocol):
         ...
 
 
-def prefix_end(prefix: str) -> str:
+def prefix_end(prefix: str) -> bytes:
     """The first key after every key starting with ``prefix`` (etcd's ``range_end``).
 
-    Computed on the UTF-8 bytes as etcd does: the last byte below 0xff is incremented and the
-    rest dropped. Keys here are ASCII paths, so the result is always valid text.
+    Computed on the UTF-8 bytes as etcd does (the last byte below 0xff is incremented and the
+    rest dropped), so it is bytes: for a non-ASCII prefix the result need not be valid text.
     """
     raw = bytearray(prefix.encode())
     while raw and raw[-1] == 0xFF:
         raw.pop()
     if not raw:
-        return "\0"  # etcd: every key
+        return b"\0"  # etcd: every key
     raw[-1] += 1
-    return raw.decode("utf-8", errors="surrogateescape")
+    return bytes(raw)
