@@ -8,8 +8,10 @@ store.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
-from collections.abc import Iterable
+import itertools
+from collections.abc import Container, Iterable, Sequence
 
 from nsnet.errors import Conflict, Forbidden, Invalid, Unavailable
 from nsnet.model import IPAMPool, Network
@@ -28,7 +30,9 @@ DEFAULT_POOLS: tuple[tuple[str, int], ...] = (
     ("172.28.0.0/14", 16),
     ("192.168.0.0/16", 20),
 )
-
+# Docker's global-scope default (libnetwork's ipamutils): 10.0.0.0/8 as 65,536 x /24, used for
+# overlay networks; it overlaps none of the local pools above.
+GLOBAL_POOLS: tuple[tuple[str, int], ...] = (("10.0.0.0/8", 24),)
 
 
 def candidate_subnets(pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> Iterable[IPNetwork]:
@@ -36,18 +40,24 @@ def candidate_subnets(pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> Itera
         yield from ipaddress.ip_network(base).subnets(new_prefix=size)
 
 
-def pick_subnet(used: Iterable[IPNetwork], reserved: Iterable[IPNetwork]) -> IPNetwork:
-    """The first default pool overlapping neither a network nor a host route/nameserver."""
-    # Integer intervals: ipaddress objects cost ~1 ms per call at a few dozen networks.
+def pick_subnet(used: Iterable[IPNetwork], reserved: Iterable[IPNetwork],
+                pools: Iterable[tuple[str, int]] = DEFAULT_POOLS) -> IPNetwork:
+    """The first subnet of ``pools`` overlapping neither a network nor a host route/nameserver
+    (``GLOBAL_POOLS`` for overlay networks)."""
+    # Integer intervals sorted by start with a running maximum of their ends, so one bisect
+    # tells whether a candidate overlaps anything: the global pool has 65,536 candidates.
     taken = sorted((int(n.network_address), int(n.broadcast_address))
                    for n in [*used, *reserved] if n.version == 4)
-    for base, size in DEFAULT_POOLS:
+    starts = [a for a, _ in taken]
+    reach = list(itertools.accumulate((b for _, b in taken), max))
+    for base, size in pools:
         pool = ipaddress.IPv4Network(base)
         step = 1 << (32 - size)
         start = int(pool.network_address)
         for lo in range(start, int(pool.broadcast_address) + 1, step):
             hi = lo + step - 1
-            if not any(a <= hi and lo <= b for a, b in taken):
+            below = bisect.bisect_right(starts, hi)
+            if not below or reach[below - 1] < lo:
                 return ipaddress.IPv4Network((lo, size))
     raise Forbidden("could not find an available, non-overlapping IPv4 address pool among "
                     "the defaults to assign to the network")
@@ -166,6 +176,54 @@ def default_gateway(net: IPNetwork) -> str:
     return str(net.network_address + 1)
 
 
+def reserved_addresses(pool: IPAMPool) -> set[int]:
+    """Addresses of ``pool`` no endpoint gets: its gateway and aux addresses."""
+    r = {int(ipaddress.ip_address(a)) for a in pool.aux_addresses.values()}
+    if pool.gateway:
+        r.add(int(ipaddress.ip_address(pool.gateway)))
+    return r
+
+
+def pool_of_requested(pools: Sequence[IPAMPool], requested: str, family: int,
+                      network_name: str) -> tuple[str, IPAMPool]:
+    """A static address checked against the pools (not against who holds it): the address as
+    text and the pool it belongs to. Shared by the local allocator and global IPAM."""
+    addr = parse_address(requested, family)
+    pool = next((p for p in pools if addr in ipaddress.ip_network(p.subnet)), None)
+    if pool is None:
+        raise Invalid(f"no configured subnet or ip-range contain the IP address {addr}")
+    net = ipaddress.ip_network(pool.subnet)
+    if addr == net.network_address or (
+            net.version == 4 and net.prefixlen < 31 and addr == net.broadcast_address):
+        raise Invalid(f"invalid address {addr}: network or broadcast address of {net}")
+    if int(addr) in reserved_addresses(pool):
+        raise Conflict(f"Address already in use: {addr} in network {network_name}")
+    return str(addr), pool
+
+
+def lowest_free(pool: IPAMPool, used: Container[str]) -> str | None:
+    """The lowest address of the pool's ip-range (else subnet) that is neither the network or
+    broadcast address, nor reserved, nor in ``used``; None when the pool is full."""
+    net = ipaddress.ip_network(pool.subnet)
+    rng = ipaddress.ip_network(pool.ip_range) if pool.ip_range else net
+    first = int(rng.network_address)
+    last = int(rng.broadcast_address)
+    # The subnet's own network and broadcast addresses are never handed out.
+    if first == int(net.network_address):
+        first += 1
+    if net.version == 4 and net.prefixlen < 31 and last == int(net.broadcast_address):
+        last -= 1
+    reserved = reserved_addresses(pool)
+    cls = type(net.network_address)
+    for i in range(first, last + 1):
+        if i in reserved:
+            continue
+        s = str(cls(i))
+        if s not in used:
+            return s
+    return None
+
+
 class Allocator:
     def __init__(self, store: IpamTable) -> None:
         """Only the store protocol's address table is needed: SQLite now, etcd for global
@@ -178,13 +236,6 @@ class Allocator:
     def in_use(self, network_id: str) -> dict[str, str]:
         return dict(self._used.get(network_id, {}))
 
-    @staticmethod
-    def _reserved(pool: IPAMPool) -> set[int]:
-        r = {int(ipaddress.ip_address(a)) for a in pool.aux_addresses.values()}
-        if pool.gateway:
-            r.add(int(ipaddress.ip_address(pool.gateway)))
-        return r
-
     def _pool_for(self, network: Network, family: int) -> IPAMPool | None:
         for p in network.pools:
             if ipaddress.ip_network(p.subnet).version == family:
@@ -196,45 +247,21 @@ class Allocator:
         """Return (address, prefixlen, gateway) and record it, or raise."""
         used = self._used.setdefault(network.id, {})
         if requested:
-            addr = parse_address(requested, family)
-            pool = None
-            for p in network.pools:
-                if addr in ipaddress.ip_network(p.subnet):
-                    pool = p
-                    break
-            if pool is None:
-                raise Invalid(f"no configured subnet or ip-range contain the IP address {addr}")
-            net = ipaddress.ip_network(pool.subnet)
-            if addr == net.network_address or (
-                    net.version == 4 and net.prefixlen < 31 and addr == net.broadcast_address):
-                raise Invalid(f"invalid address {addr}: network or broadcast address of {net}")
-            if int(addr) in self._reserved(pool) or str(addr) in used:
+            addr, pool = pool_of_requested(network.pools, requested, family, network.name)
+            if addr in used:
                 raise Conflict(f"Address already in use: {addr} in network {network.name}")
-            self._claim(network.id, str(addr), owner)
-            return str(addr), net.prefixlen, pool.gateway
-        pool = self._pool_for(network, family)
-        if pool is None:
-            raise Invalid(f"network {network.name} has no IPv{family} subnet")
-        net = ipaddress.ip_network(pool.subnet)
-        rng = ipaddress.ip_network(pool.ip_range) if pool.ip_range else net
-        first = int(rng.network_address)
-        last = int(rng.broadcast_address)
-        # The subnet's own network and broadcast addresses are never handed out.
-        if first == int(net.network_address):
-            first += 1
-        if net.version == 4 and net.prefixlen < 31 and last == int(net.broadcast_address):
-            last -= 1
-        reserved = self._reserved(pool)
-        cls = type(net.network_address)
-        for i in range(first, last + 1):
-            if i in reserved:
-                continue
-            s = str(cls(i))
-            if s in used:
-                continue
-            self._claim(network.id, s, owner)
-            return s, net.prefixlen, pool.gateway
-        raise Unavailable(f"no available IPv{family} addresses on network {network.name}")
+        else:
+            found = self._pool_for(network, family)
+            if found is None:
+                raise Invalid(f"network {network.name} has no IPv{family} subnet")
+            pool = found
+            free = lowest_free(pool, used)
+            if free is None:
+                raise Unavailable(f"no available IPv{family} addresses on network "
+                                  f"{network.name}")
+            addr = free
+        self._claim(network.id, addr, owner)
+        return addr, ipaddress.ip_network(pool.subnet).prefixlen, pool.gateway
 
     def _claim(self, network_id: str, address: str, owner: str) -> None:
         self._store.ipam_claim(network_id, address, owner)
