@@ -30,6 +30,45 @@ _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _DNS_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 
 
+class GoObject(dict[str, Any]):
+    """A JSON object of a request body, whose fields are looked up as moby's Go decoder fills
+    a struct: a key names a field if it equals the field's name in any case, and of several
+    such keys the last wins. ``{"HostConfig": {"privileged": true}}`` is a privileged
+    container on Docker; read by exact spelling, nsnet would drop it silently. Iteration keeps
+    the keys as sent: maps (labels, options, network names) stay case-sensitive, as Go's are.
+    """
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> GoObject:
+        """A repeated key takes its last position too, so "last wins" holds across cases."""
+        obj = cls()
+        for k, v in pairs:
+            obj.pop(k, None)
+            obj[k] = v
+        return obj
+
+    def _key(self, name: str) -> str | None:
+        folded = name.casefold()
+        found = None
+        for k in self:
+            if k.casefold() == folded:
+                found = k
+        return found
+
+    def get(self, name: str, default: Any = None) -> Any:
+        k = self._key(name)
+        return default if k is None else dict.__getitem__(self, k)
+
+    def __getitem__(self, name: str) -> Any:
+        k = self._key(name)
+        if k is None:
+            raise KeyError(name)
+        return dict.__getitem__(self, k)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._key(name) is not None
+
+
 class BodyTooLarge(NsnetError):
     """HTTP 413: the request body is beyond what any nsnet request needs."""
 
@@ -86,7 +125,7 @@ async def json_body(request: web.BaseRequest, required: bool = True) -> dict[str
     if ctype and not ctype.startswith("application/json"):
         raise Invalid(f"unsupported Content-Type header ({ctype}): must be 'application/json'")
     try:
-        decoder = json.JSONDecoder()
+        decoder = json.JSONDecoder(object_pairs_hook=GoObject.from_pairs)
         text = raw.decode()
         obj, end = decoder.raw_decode(text.lstrip())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
