@@ -136,6 +136,13 @@ class OverlayNetwork:
     def vxlan_index(self) -> int:
         return self._index(self.vxlan)
 
+    def mtu(self) -> int:
+        """The bridge's MTU: what every veth into it must use."""
+        info = self.links.link_info(OVERLAY_BRIDGE)
+        if info is None:
+            raise NotFound(f"{OVERLAY_BRIDGE} is missing in overlay namespace {self.ns_path}")
+        return int(str(info["mtu"]))
+
     def _index(self, name: str) -> int:
         idx = self.links.index(name)
         if idx is None:

@@ -26,12 +26,22 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nsnet.kernel.host import open_ns_fd
+from nsnet.kernel.links import Links, random_mac, random_veth_name
+from nsnet.kernel.netns import NamespaceThread
+from nsnet.kernel.vxlan import (
+    OverlayNetwork,
+    Peer,
+    create_overlay,
+    remove_overlay,
+)
 from nsnet.testing.hosts import (
     Daemon,
     LeakSnapshot,
@@ -204,3 +214,83 @@ def lab(n_hosts: int, *, daemons: bool = True, daemon_args: Sequence[str] = (),
             shutil.rmtree(root, ignore_errors=True)
         if problems and not failed:
             raise AssertionError("lab leak check failed:\n" + "\n".join(problems) + "\n" + logs)
+
+
+@dataclass
+class LabContainer:
+    """A bare namespace standing in for a container, with ``eth0`` in one overlay's bridge."""
+
+    host: LabHost
+    ns: TestHost
+    ip: str
+    mac: str
+
+    @property
+    def peer(self) -> Peer:
+        return Peer(self.mac, self.ip, self.host.address)
+
+    def sh(self, *args: str, check: bool = False,
+           timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return sh(*args, ns=self.ns.name, check=check, timeout=timeout)
+
+
+class LabOverlay:
+    """One overlay network across lab hosts, built with ``nsnet.kernel.vxlan`` directly (no
+    daemon, no store): what the overlay driver will do, minus deciding what to do.
+
+    The netlink sockets are opened inside each host's namespace by a ``NamespaceThread`` of
+    the test process, exactly as the daemon opens them in its own.
+    """
+
+    def __init__(self, the_lab: Lab, nst: NamespaceThread, vni: int, prefix: str = "10.77.0",
+                 mtu: int | None = None) -> None:
+        self.lab = the_lab
+        self.nst = nst
+        self.vni = vni
+        self.prefix = prefix
+        self.mtu = mtu
+        self.sites: dict[str, OverlayNetwork] = {}
+        self.containers: list[LabContainer] = []
+        self._host_links: dict[str, Links] = {}
+
+    def ns_dir(self, h: LabHost) -> Path:
+        return h.root(self.lab.root) / "overlay"
+
+    def site(self, h: LabHost) -> OverlayNetwork:
+        """This network's namespace on ``h``, made on first use."""
+        if h.label not in self.sites:
+            links = self._host_links.get(h.label) or Links(self.nst.iproute(h.path))
+            self._host_links[h.label] = links
+            self.sites[h.label] = create_overlay(self.nst, links.ipr, self.ns_dir(h), self.vni,
+                                                 h.address, self.mtu)
+        return self.sites[h.label]
+
+    def attach(self, h: LabHost, last_octet: int) -> LabContainer:
+        ov = self.site(h)
+        ns = self.lab.namespace(f"c{self.vni % 1000}{last_octet}")
+        mac = random_mac()
+        with open_ns_fd(ns.path) as fd:
+            ov.links.add_veth_into(random_veth_name(), "eth0", mac, fd, ov.bridge_index(),
+                                   ov.mtu())
+        ip = f"{self.prefix}.{last_octet}"
+        sh("ip", "-n", ns.name, "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh("ip", "-n", ns.name, "link", "set", "eth0", "up")
+        c = LabContainer(h, ns, ip, mac)
+        self.containers.append(c)
+        return c
+
+    def program(self) -> None:
+        """Full mesh: every site learns every container that lives on another host."""
+        for label, ov in self.sites.items():
+            ov.sync_peers(c.peer for c in self.containers if c.host.label != label)
+
+    def close(self) -> None:
+        """Remove every site (idempotent) and close the sockets."""
+        for label, ov in self.sites.items():
+            ov.close()
+            host = next(h for h in self.lab.hosts if h.label == label)
+            remove_overlay(self.nst, self.ns_dir(host), self.vni)
+        self.sites.clear()
+        for links in self._host_links.values():
+            links.close()
+        self._host_links.clear()
