@@ -9,6 +9,9 @@ The machine's own network is never touched. The lab is made of throwaway namespa
      192.0.2.11/24    192.0.2.12/24    192.0.2.2, .3, .4 (one per etcd member)
 ```
 
+The etcd members (``nsnet.testing.etcd.etcd_cluster``) run in their own namespace, one address
+each, so a test can kill one member or all of them while every host keeps its underlay.
+
 Each host is a network namespace with one underlay interface ``eth0`` (MTU 1500) on TEST-NET-1;
 the switch is a plain Linux bridge, so hosts reach each other with unicast exactly as machines on
 one segment would. Each host may run its own nsnetd (``nsnet.testing.hosts.Daemon``: own data
@@ -42,6 +45,7 @@ from nsnet.kernel.vxlan import (
     create_overlay,
     remove_overlay,
 )
+from nsnet.testing.etcd import EtcdCluster, etcd_cluster
 from nsnet.testing.hosts import (
     Daemon,
     LeakSnapshot,
@@ -96,7 +100,9 @@ class Lab:
     hosts: list[LabHost]
     etcd_ns: TestHost | None = None
     etcd_addresses: list[str] = field(default_factory=list)
+    etcd: EtcdCluster | None = None
     extra: list[TestHost] = field(default_factory=list)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def namespace(self, label: str) -> TestHost:
         """A bare namespace (a "container" for data-plane tests) removed and leak-checked
@@ -151,7 +157,10 @@ def _start_daemons(lab: Lab, daemon_args: Sequence[str]) -> None:
 
 def _teardown(lab: Lab) -> None:
     try:
-        _stop_daemons(lab)
+        try:
+            _stop_daemons(lab)
+        finally:
+            lab._stack.close()  # etcd members: killed, their data removed, leak-checked
     finally:
         # Overlay namespaces pinned by data-plane tests under a host's directory.
         for m in sorted(mounts_under(str(lab.root)), key=len, reverse=True):
@@ -177,8 +186,9 @@ def _stop_daemons(lab: Lab) -> None:
 @contextlib.contextmanager
 def lab(n_hosts: int, *, daemons: bool = True, daemon_args: Sequence[str] = (),
         etcd_members: int = 0) -> Iterator[Lab]:
-    """``n_hosts`` hosts on one underlay switch, optionally a namespace for etcd members
-    (``etcd_members`` addresses on it, 192.0.2.2 upwards) and one nsnetd per host."""
+    """``n_hosts`` hosts on one underlay switch, optionally an etcd cluster of
+    ``etcd_members`` in a namespace of its own (192.0.2.2 upwards, ports 2379/2380; its URL
+    for ``--cluster-store`` is ``lab.etcd.url``) and one nsnetd per host."""
     if not 1 <= n_hosts <= MAX_HOSTS:
         raise ValueError(f"n_hosts must be 1..{MAX_HOSTS}")
     if not 0 <= etcd_members <= FIRST_HOST - ETCD_FIRST:
@@ -197,6 +207,9 @@ def lab(n_hosts: int, *, daemons: bool = True, daemon_args: Sequence[str] = (),
             the_lab.etcd_ns = TestHost.create("nsmletcd")
             the_lab.etcd_addresses = [etcd_address(m) for m in range(etcd_members)]
             _join_switch(the_lab.switch, the_lab.etcd_ns, "pe", the_lab.etcd_addresses)
+            the_lab.etcd = the_lab._stack.enter_context(etcd_cluster(
+                etcd_members, hosts=the_lab.etcd_addresses,
+                netns=[the_lab.etcd_ns.name] * etcd_members))
         if daemons:
             _start_daemons(the_lab, daemon_args)
         yield the_lab
