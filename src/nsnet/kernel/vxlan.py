@@ -126,6 +126,7 @@ class OverlayNetwork:
         self.links = Links(ipr)  # veths into the bridge go through Links.add_veth_into
         self._ipr = ipr
         self._lock = threading.Lock()
+        self._vx_index: int | None = None
 
     def close(self) -> None:
         self.links.close()
@@ -134,7 +135,11 @@ class OverlayNetwork:
         return self._index(OVERLAY_BRIDGE)
 
     def vxlan_index(self) -> int:
-        return self._index(self.vxlan)
+        """Cached: the device lives exactly as long as the namespace this object holds a
+        socket in, so its index never changes (saves a netlink round trip per peer)."""
+        if self._vx_index is None:
+            self._vx_index = self._index(self.vxlan)
+        return self._vx_index
 
     def mtu(self) -> int:
         """The bridge's MTU: what every veth into it must use."""
