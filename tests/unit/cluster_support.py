@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec
@@ -92,3 +93,42 @@ class InterleavingKV:
         pass
 
 
+
+
+class FakeTime:
+    """Discrete-event time for code that sleeps through an injected ``sleep``: ``advance``
+    moves MemoryKV's lease clock and the sleepers' clock together, waking each sleeper at its
+    own due time (a keepalive due at 9.9 s runs before a lease deadline at 10 s)."""
+
+    def __init__(self, kv: MemoryKV) -> None:
+        self.kv = kv
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = 0
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        heapq.heappush(self._sleepers, (self.kv.now + max(seconds, 0.0), self._seq, fut))
+        await fut
+
+    @staticmethod
+    async def settle() -> None:
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    async def advance(self, seconds: float, step: float = 0.25,
+                      each: Callable[[], None] | None = None) -> None:
+        """Move time forward, at most ``step`` at a time; ``each`` runs after every step."""
+        target = self.kv.now + seconds
+        await self.settle()
+        while self.kv.now < target:
+            due = self._sleepers[0][0] if self._sleepers else target
+            to = min(due, target, self.kv.now + step)
+            self.kv.advance(to - self.kv.now)
+            while self._sleepers and self._sleepers[0][0] <= self.kv.now:
+                _, _, fut = heapq.heappop(self._sleepers)
+                if not fut.done():
+                    fut.set_result(None)
+            await self.settle()
+            if each is not None:
+                each()
