@@ -17,10 +17,11 @@ from aiohttp import web
 
 from nsnet.api.routes import build
 from nsnet.api.server import ApiServer, Limits
+from nsnet.cluster import config as cluster_config
 from nsnet.engine import crashpoints
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.wiring import build_engine
-from nsnet.errors import NsnetError
+from nsnet.errors import Invalid, NsnetError
 from nsnet.file_modes import restrict_children, restrict_files, secure_roots
 from nsnet.runtime.runc import Runc, become_subreaper
 
@@ -50,7 +51,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-body-timeout", type=_positive_float, default=Limits.body_timeout,
                    help="seconds a request body may stall before the connection is closed "
                    "(default %(default)s)")
-    return p.parse_args(argv)
+    p.add_argument("--cluster-store", default="", metavar="etcd://HOST:PORT[,HOST:PORT...]",
+                   help="etcd endpoints shared with the other hosts of overlay networks")
+    p.add_argument("--cluster-advertise", default="", metavar="IP|INTERFACE[:PORT]",
+                   help="the address (and VXLAN UDP port, default 4789) other hosts reach "
+                   "this one at")
+    p.add_argument("--cluster-store-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="TLS to etcd: kv.cacertfile=, kv.certfile=, kv.keyfile= (repeatable "
+                   "or comma-separated)")
+    args = p.parse_args(argv)
+    try:
+        # Checked here, before anything is made: a bad flag is a usage error, not a
+        # half-started daemon.
+        args.cluster = cluster_config.from_flags(args.cluster_store, args.cluster_advertise,
+                                                 args.cluster_store_opt)
+    except Invalid as e:
+        p.error(e.message)
+    return args
 
 
 def _positive_int(text: str) -> int:
@@ -81,6 +98,12 @@ def socket_path(args: argparse.Namespace) -> Path:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    if args.cluster is not None:
+        # Parsed and checked (cluster/config.py); membership and global IPAM exist in
+        # nsnet.cluster but the overlay driver that uses them is not wired in yet.
+        log.warning("cluster store %s (advertise %s:%d) accepted, but this nsnetd does not "
+                    "join the cluster yet: overlay networks stay unavailable",
+                    args.cluster.store_url, args.cluster.advertise, args.cluster.vxlan_port)
     config = EngineConfig(data_root=Path(args.data_root), exec_root=Path(args.exec_root),
                           default_bridge=args.default_bridge,
                           host_resolv_conf=Path(args.resolv_conf))

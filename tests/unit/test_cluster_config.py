@@ -176,3 +176,25 @@ def test_full_config(tmp_path: Path) -> None:
         endpoints=(StoreEndpoint("192.0.2.1", 2379), StoreEndpoint("192.0.2.2", 2379)),
         advertise="203.0.113.5", vxlan_port=4790, tls=TlsFiles(cacert=f["ca.pem"]))
     assert got is not None and got.store_url == "etcd://192.0.2.1:2379,192.0.2.2:2379"
+
+
+def test_daemon_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """nsnetd's parser: no flag means no cluster; a bad combination is a usage error (exit 2)
+    naming the problem, before anything is made."""
+    from nsnet.daemon import parse_args
+
+    assert parse_args([]).cluster is None
+    args = parse_args(["--cluster-store", "etcd://192.0.2.1:2379,192.0.2.2",
+                       "--cluster-advertise", "198.51.100.4:4790"])
+    assert args.cluster == ClusterConfig(
+        endpoints=(StoreEndpoint("192.0.2.1", 2379), StoreEndpoint("192.0.2.2", 2379)),
+        advertise="198.51.100.4", vxlan_port=4790)
+    for argv, words in (
+            (["--cluster-advertise", "198.51.100.4"], "--cluster-advertise needs --cluster-store"),
+            (["--cluster-store", "consul://192.0.2.1"], "nsnet supports etcd only"),
+            (["--cluster-store", "etcd://192.0.2.1", "--cluster-advertise", "198.51.100.4",
+              "--cluster-store-opt", "kv.path=/x"], "unknown --cluster-store-opt 'kv.path'")):
+        with pytest.raises(SystemExit) as e:
+            parse_args(argv)
+        assert e.value.code == 2
+        assert words in capsys.readouterr().err
