@@ -280,3 +280,43 @@ def test_stop_tears_the_sandbox_down_and_releases_addresses(world: World) -> Non
     assert c.state.status == "exited" and c.state.exit_code == 128 + 15
     after = world.snapshot()
     assert after[0] == before[0] and after[3] == []
+
+
+def test_reconcile_during_a_start_leaves_the_starting_container_alone(world: World) -> None:
+    """``nsnet system reconcile`` (any API client) while a start awaits runc: the sandbox of a
+    container that is not yet "running" is not a leftover. Reconcile removed its namespace,
+    freed its address and deleted its runc state, so runc failed with "failed to open
+    .../netns/<id>" (6 starts of 6 on a real daemon), or, later in the start, the container
+    ran with an address that the next container got too."""
+    world.network("n1", "198.51.100.0/24")
+    c = world.engine.create_container(ContainerCreate(image="busybox", name="c1",
+                                                      cmd=["sleep", "1"], network_mode="n1"))
+    gate = asyncio.Event()
+    in_runc = asyncio.Event()
+    real_start = world.runtime.start
+
+    async def slow_start(cid: str) -> int:
+        in_runc.set()
+        await gate.wait()
+        return await real_start(cid)
+
+    world.runtime.start = slow_start  # type: ignore[method-assign]
+
+    async def race() -> dict[str, Any]:
+        start = asyncio.ensure_future(world.engine.start_container(c.id))
+        await in_runc.wait()
+        report = await world.engine.reconcile()
+        gate.set()
+        await start
+        return report
+
+    report = world.run(race())
+    stored = world.engine.find_container(c.id)
+    ep = stored.attachments[0].endpoint
+    assert stored.state.status == "running" and ep is not None
+    assert stored.sandbox_key in world.kernel.objects().namespaces
+    assert (stored.sandbox_key, "eth0") in world.kernel.objects().links
+    assert (ep.network_id, ep.ipv4, ep.id) in world.store.ipam_all()
+    assert c.id in world.runtime.prepared
+    assert report["namespaces_removed"] == [] and report["addresses_released"] == 0
+    assert report["runc_removed"] == []

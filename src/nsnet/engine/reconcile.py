@@ -103,9 +103,18 @@ class Reconciler:
             # The exit status died with the previous daemon; 255 says "unknown".
             await svc.container_exited(c.id, 255)
 
+    def _busy(self) -> set[str]:
+        """Containers a start, stop, exit or removal holds the lock of (it awaits runc): their
+        namespace, endpoints and runc state are that use-case's, however "created" they look.
+        Reconcile runs on demand too (``nsnet system reconcile``), not only at start."""
+        return {cid for cid, lock in self.registry.locks.items() if lock.locked()}
+
     def _finish_stopped(self) -> None:
         """Not running yet stored with endpoints: an exit whose kernel teardown failed."""
+        busy = self._busy()
         for c in list(self.registry.containers.values()):
+            if c.id in busy:
+                continue
             if c.state.status != "running" and any(a.endpoint for a in c.attachments):
                 try:
                     self.sandboxes.teardown_sandbox(c)
@@ -144,8 +153,10 @@ class Reconciler:
                 report["links_removed"].append(name)
 
     def _remove_namespaces(self, report: Report) -> None:
+        busy = self._busy()
         live_ns = {self.sandboxes.ns_path(c) for c in self.registry.containers.values()
-                   if c.state.status == "running" and c.network_mode != "host"}
+                   if (c.state.status == "running" or c.id in busy) and
+                   c.network_mode != "host"}
         for entry in os.listdir(self.kernel.netns_dir):
             p = str(self.kernel.netns_dir / entry)
             if p not in live_ns:
@@ -169,12 +180,17 @@ class Reconciler:
                 report["addresses_released"] += 1
 
     async def _remove_runc(self, report: Report) -> None:
-        running = {c.id for c in self.registry.containers.values()
-                   if c.state.status == "running"}
         for cid in self.runc.list_ids():
-            if cid not in running:
+            c = self.registry.containers.get(cid)
+            if c is None:
                 await self.runc.delete(cid)
                 report["runc_removed"].append(cid)
+                continue
+            # Under the container's lock: a start in flight finishes first (and is running).
+            async with self.registry.lock_for(cid):
+                if cid in self.registry.containers and c.state.status != "running":
+                    await self.runc.delete(cid)
+                    report["runc_removed"].append(cid)
 
     # -- adopting a container that outlived the daemon ---------------------------------------
 
