@@ -59,7 +59,7 @@ def register(router: Router, backend: Backend) -> None:
         if e.running or e.exit_code is not None:
             raise Conflict(f"exec {e.id} has already been started")
         b = await json_body(req, required=False)
-        session = await backend.start_exec(p["id"], bool(b.get("Detach")))
+        session = await backend.start_exec(p["id"], as_bool(b.get("Detach"), "Detach"))
         if session is None:
             return web.Response(status=200)
         resp = await hijack(req)
