@@ -120,8 +120,17 @@ class Sessions:
             raise Conflict(f"container {c.id} is not running")
         e = ExecRecord(id=new_id(), container_id=c.id, cmd=cfg.cmd, env=cfg.env,
                        workdir=cfg.workdir, user=cfg.user, attach=cfg.attach)
+        self._forget_gone()
         self.execs[e.id] = e
         return e
+
+    def _forget_gone(self) -> None:
+        """Exec records live as long as their container, as in Docker: a client creating execs
+        in a loop must not grow the daemon without bound once the containers are removed."""
+        gone = [k for k, e in self.execs.items()
+                if e.container_id not in self.registry.containers and not e.running]
+        for k in gone:
+            del self.execs[k]
 
     def find_exec(self, exec_id: str) -> ExecRecord:
         e = self.execs.get(exec_id)
@@ -195,13 +204,9 @@ class Sessions:
         pos: dict[int, int] = {}
         for s, path in wanted:
             start = offsets.get(s, 0) if offsets else 0
-            data = _read_from(path, start)
-            pos[s] = start + len(data)
             if tail is not None and tail >= 0:
-                lines = data.splitlines(keepends=True)
-                data = b"".join(lines[-tail:]) if tail else b""
-            if data:
-                await sink(s, data)
+                start = max(start, _tail_start(path, tail))
+            pos[s] = await _send_from(path, start, s, sink)
         if follow:
             await self._follow(c, sink, wanted, pos)
 
@@ -211,10 +216,7 @@ class Sessions:
             cur = self.registry.containers.get(c.id)
             done = cur is None or cur.state.status not in ("running", "created")
             for s, path in wanted:
-                data = _read_from(path, pos[s])
-                if data:
-                    pos[s] += len(data)
-                    await sink(s, data)
+                pos[s] = await _send_from(path, pos[s], s, sink)
             if done:
                 return
             await asyncio.sleep(0.02)
@@ -240,10 +242,51 @@ class Sessions:
             self.readers.done(c.id)
 
 
-def _read_from(path: Path, start: int) -> bytes:
+# A container decides how big its logs grow: they are read and sent a chunk at a time, so a
+# 10 GB log neither fills the daemon's memory nor holds the event loop for one long read.
+CHUNK = 1 << 20
+
+
+async def _send_from(path: Path, start: int, stream: int, sink: Sink) -> int:
+    """Send the log from ``start`` to its current end; the offset reached."""
+    pos = start
     try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            return f.read()
+        f = open(path, "rb")  # noqa: SIM115 - held across awaits, closed below
     except OSError:
-        return b""
+        return pos
+    with f:
+        f.seek(start)
+        while True:
+            data = f.read(CHUNK)
+            if not data:
+                return pos
+            pos += len(data)
+            await sink(stream, data)
+
+
+def _tail_start(path: Path, lines: int) -> int:
+    """The offset where the last ``lines`` lines of the file begin, read backwards in chunks
+    (a final line without a newline counts as a line, as Docker's tail does)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+    except OSError:
+        return 0
+    with f:
+        end = f.seek(0, 2)
+        if lines == 0:
+            return end
+        pos, seen = end, 0
+        f.seek(end - 1 if end else 0)
+        if end and f.read(1) == b"\n":
+            seen = -1  # the file's final newline ends the last line, it starts none
+        while pos > 0:
+            step = min(CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step)
+            i = len(block)
+            while (i := block.rfind(b"\n", 0, i)) >= 0:
+                seen += 1
+                if seen == lines:
+                    return pos + i + 1
+        return 0

@@ -43,9 +43,14 @@ def _chmod_and_retry(func: Callable[..., Any], path: str, _exc: object) -> None:
     # A tarball may hold directories without the write bit; as non-root that blocks rmtree.
     parent = os.path.dirname(path)
     try:
-        os.chmod(parent, 0o700)
+        # Only a real directory: chmod follows links, and the tree is a container's layer.
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
         func(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
 
 
