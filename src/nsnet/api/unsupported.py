@@ -10,7 +10,7 @@ IPC, UTS and PID namespaces, the host's cgroup namespace, no user namespace, jso
 runc). Any other value is refused, naming the field.
 
 Fields nsnet implements (NetworkMode, Dns*, ExtraHosts, Links, AutoRemove, ...) are parsed in
-``routes``; fields that only carry information (``ExposedPorts``, ``ContainerIDFile``,
+``nsnet.api.containers``; fields that only carry information (``ExposedPorts``, ``ContainerIDFile``,
 ``ConsoleSize``, ``Attach*``, ``OnBuild``, ``Shell``, ``ArgsEscaped``) are accepted as Docker
 accepts them.
 """
