@@ -82,16 +82,16 @@ class FakeBackend:
         self._call("list_networks", filters=filters)
         return list(self.networks.values())
 
-    def create_network(self, req: NetworkCreate) -> Network:
+    async def create_network(self, req: NetworkCreate) -> Network:
         self._call("create_network", req=req)
         n = Network(id=new_id(), name=req.name, driver=req.driver, created="2026-01-01T00:00:00Z")
         self.networks[n.id] = n
         return n
 
-    def remove_network(self, ref: str) -> None:
+    async def remove_network(self, ref: str) -> None:
         self._call("remove_network", ref=ref)
 
-    def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
+    async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
         self._call("prune_networks", filters=filters)
         return ["old"]
 

@@ -144,8 +144,8 @@ class World:
     def network(self, name: str, subnet: str) -> str:
         from nsnet.model import IPAMPool
 
-        return self.engine.create_network(
-            NetworkCreate(name=name, pools=[IPAMPool(subnet=subnet)])).id
+        return self.run(self.engine.create_network(
+            NetworkCreate(name=name, pools=[IPAMPool(subnet=subnet)]))).id
 
     def running(self, name: str, network: str) -> str:
         c = self.engine.create_container(ContainerCreate(image="busybox", name=name,

@@ -93,11 +93,11 @@ def register(router: Router, backend: Backend) -> None:
         return json_response(render.network_json(n, backend.network_users(n)))
 
     async def create(req: web.BaseRequest, p: Params) -> web.StreamResponse:
-        net = backend.create_network(network_create(await json_body(req)))
+        net = await backend.create_network(network_create(await json_body(req)))
         return json_response({"Id": net.id, "Warning": ""}, status=201)
 
     async def remove(req: web.BaseRequest, p: Params) -> web.StreamResponse:
-        backend.remove_network(p["id"])
+        await backend.remove_network(p["id"])
         return web.Response(status=204)
 
     async def connect(req: web.BaseRequest, p: Params) -> web.StreamResponse:
@@ -114,7 +114,7 @@ def register(router: Router, backend: Backend) -> None:
         return web.Response(status=200)
 
     async def prune(req: web.BaseRequest, p: Params) -> web.StreamResponse:
-        return json_response({"NetworksDeleted": backend.prune_networks(filters(req))})
+        return json_response({"NetworksDeleted": await backend.prune_networks(filters(req))})
 
     router.add("GET", "/networks", listing)
     router.add("GET", "/networks/{id}", inspect)

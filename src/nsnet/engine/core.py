@@ -81,6 +81,9 @@ class Engine:
     async def start(self) -> Report:
         """Load the store, make the predefined networks, reconcile the kernel to the store."""
         self.registry.load()
+        if self.s.networks.global_networks is not None:
+            # Before reconcile: restored containers must find their global networks.
+            await self.s.networks.global_networks.start()
         for cid in self.registry.containers:
             self.s.containers.waiters[cid] = ContainerWaiters()
         await asyncio.get_running_loop().run_in_executor(None, self.s.images.ensure_busybox)
@@ -93,6 +96,8 @@ class Engine:
     async def close(self) -> None:
         for t in list(self.s.containers.exit_tasks.values()):
             t.cancel()
+        if self.s.networks.global_networks is not None:
+            await self.s.networks.global_networks.stop()
         self.s.kernel.close()
         self.s.store.close()
 
@@ -129,14 +134,14 @@ class Engine:
                     out.append(n)
         return out
 
-    def create_network(self, req: NetworkCreate) -> Network:
-        return self.s.networks.create_network(req)
+    async def create_network(self, req: NetworkCreate) -> Network:
+        return await self.s.networks.create(req)
 
-    def remove_network(self, ref: str) -> None:
-        self.s.networks.remove_network(ref)
+    async def remove_network(self, ref: str) -> None:
+        await self.s.networks.remove(ref)
 
-    def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
-        return self.s.networks.prune_networks(filters)
+    async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
+        return await self.s.networks.prune(filters)
 
     def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
         self.s.connections.connect(net_ref, c_ref, req)

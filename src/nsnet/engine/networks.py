@@ -13,11 +13,12 @@ from nsnet.drivers.base import Driver, UniqueValidator
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.filters import created_ts, label_match, parse_duration
+from nsnet.engine.global_networks import NO_CLUSTER, OVERLAY, GlobalNetworks
 from nsnet.engine.ports import Kernel, Store
 from nsnet.engine.registry import NAME_RE, Registry, driver_of
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
-from nsnet.errors import Conflict, Forbidden, Invalid, NotFound
+from nsnet.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from nsnet.ipam.allocator import Allocator, default_gateway, pick_subnet, validate_pools
 from nsnet.model import (
     RESERVED_NETWORK_NAMES,
@@ -63,6 +64,8 @@ class NetworkService:
         self.drivers = drivers
         self.resolver = resolver
         self.config = config
+        # Set by the wiring when the daemon is in a cluster (--cluster-store).
+        self.global_networks: GlobalNetworks | None = None
 
     def host_reserved_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """On-link host routes and nameservers: Docker never picks a pool overlapping them."""
@@ -119,8 +122,8 @@ class NetworkService:
                 raise Conflict(f"network with name {name} already exists")
 
     def _check_driver(self, req: NetworkCreate, driver: str) -> None:
-        if driver == "overlay":
-            raise Forbidden("overlay networks are not available yet in nsnet")
+        if driver == OVERLAY:
+            raise Forbidden(NO_CLUSTER)
         if driver not in self.drivers:
             raise NotFound(f"plugin \"{driver}\" not found")
         if req.scope not in ("", "local"):
@@ -145,6 +148,32 @@ class NetworkService:
             if not p.gateway:
                 p.gateway = default_gateway(ipaddress.ip_network(p.subnet))
         return pools
+
+    async def create(self, req: NetworkCreate) -> Network:
+        """``POST /networks/create``: an overlay goes to the cluster (it awaits etcd), any
+        other driver is made here at once."""
+        if (req.driver or "bridge") != OVERLAY:
+            return self.create_network(req)
+        if self.global_networks is None:
+            raise Forbidden(NO_CLUSTER)
+        net = Network(
+            id=new_id(), name=req.name or "", driver=OVERLAY, created=now_rfc3339(),
+            scope=req.scope, internal=req.internal, attachable=req.attachable,
+            enable_ipv4=req.enable_ipv4, enable_ipv6=req.enable_ipv6,
+            ipam_driver=req.ipam_driver or "default", ipam_options=req.ipam_options or None,
+            options=dict(req.options), labels=dict(req.labels))
+        return await self.global_networks.create(net, validate_pools(req.pools))
+
+    async def remove(self, ref: str) -> None:
+        """``DELETE /networks/{id}``: a global network is removed cluster-wide."""
+        net = self.registry.find_network(ref)
+        if net.scope != "global":
+            self.remove_network(net.id)
+            return
+        if self.global_networks is None:
+            raise Unavailable(f"network {net.name} is global and this daemon has no cluster "
+                              "store")
+        await self.global_networks.remove(net)
 
     def create_network(self, req: NetworkCreate, predefined: bool = False) -> Network:
         name = req.name or ""
@@ -198,7 +227,10 @@ class NetworkService:
             self.create_network(NetworkCreate(name="none", driver="null"), predefined=True)
 
     def remove_network(self, ref: str) -> None:
+        """A local network (a global one goes through ``remove``)."""
         net = self.registry.find_network(ref)
+        if net.scope == "global":
+            raise Invalid(f"network {net.name} is global: remove it through the cluster")
         if net.predefined:
             raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
         users = self.registry.network_users(net)
@@ -216,20 +248,37 @@ class NetworkService:
         self.resolver.network_removed(net)
         log.info("network %s (%s) removed", net.name, net.short_id)
 
+    async def prune(self, filters: dict[str, list[str]]) -> list[str]:
+        """Local networks without users, then global ones no host uses (Docker prunes
+        swarm networks too)."""
+        removed = self.prune_networks(filters)
+        glob = self.global_networks
+        if glob is None:
+            return removed
+        for net in sorted(self.registry.networks.values(), key=lambda n: n.name):
+            if net.scope != "global" or not _prune_match(net, filters):
+                continue
+            if not await glob.prunable(net):
+                continue
+            try:
+                await glob.remove(net)
+            except Exception:
+                log.exception("prune %s", net.name)
+                continue
+            removed.append(net.name)
+        return removed
+
     def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
         for k in filters:
             if k not in ("until", "label", "label!"):
                 raise Invalid(f"invalid filter '{k}'")
-        until = [parse_duration(v) for v in filters.get("until", [])]
+        for v in filters.get("until", []):
+            parse_duration(v)  # a bad value is a 400 even when nothing would be pruned
         removed = []
         for net in sorted(self.registry.networks.values(), key=lambda n: n.name):
-            if net.predefined or self.registry.network_users(net):
+            if net.predefined or net.scope == "global" or self.registry.network_users(net):
                 continue
-            if until and not all(created_ts(net) < u for u in until):
-                continue
-            if not all(label_match(net.labels, f) for f in filters.get("label", [])):
-                continue
-            if any(label_match(net.labels, f) for f in filters.get("label!", [])):
+            if not _prune_match(net, filters):
                 continue
             try:
                 self.remove_network(net.id)
@@ -240,3 +289,12 @@ class NetworkService:
         return removed
 
 
+
+
+def _prune_match(net: Network, filters: dict[str, list[str]]) -> bool:
+    until = [parse_duration(v) for v in filters.get("until", [])]
+    if until and not all(created_ts(net) < u for u in until):
+        return False
+    if not all(label_match(net.labels, f) for f in filters.get("label", [])):
+        return False
+    return not any(label_match(net.labels, f) for f in filters.get("label!", []))

@@ -88,7 +88,10 @@ class Registry:
     # -- persistence ------------------------------------------------------------------------
 
     def save_network(self, net: Network) -> None:
-        self.store.put("network", net.id, net.name, net.to_dict())
+        """Write through to the store; a global network only in memory, since etcd is its
+        truth (engine/global_networks.py) and a stale local copy would outlive its removal."""
+        if net.scope != "global":
+            self.store.put("network", net.id, net.name, net.to_dict())
         self.networks[net.id] = net
 
     def save_container(self, c: Container) -> None:
