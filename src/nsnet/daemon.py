@@ -18,12 +18,15 @@ from aiohttp import web
 from nsnet.api.routes import build
 from nsnet.api.server import ApiServer, Limits
 from nsnet.cluster import config as cluster_config
+from nsnet.cluster.config import ClusterConfig
 from nsnet.engine import crashpoints
+from nsnet.engine.cluster import Cluster, load_node_id, node_ttl
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.wiring import build_engine
 from nsnet.errors import Invalid, NsnetError
 from nsnet.file_modes import restrict_children, restrict_files, secure_roots
 from nsnet.runtime.runc import Runc, become_subreaper
+from nsnet.store.etcd import EtcdKV
 
 log = logging.getLogger("nsnet.daemon")
 
@@ -97,20 +100,30 @@ def socket_path(args: argparse.Namespace) -> Path:
     return Path(h) if h else Path(args.exec_root) / "nsnet.sock"
 
 
+def _cluster(cfg: ClusterConfig | None, data_root: Path) -> Cluster | None:
+    """The cluster membership of ``--cluster-store``, or None (nsnetd then works alone)."""
+    if cfg is None:
+        return None
+    node_id = load_node_id(data_root)
+    log.info("cluster store %s, node %s, VTEP %s:%d", cfg.store_url, node_id, cfg.advertise,
+             cfg.vxlan_port)
+    return Cluster.from_config(EtcdKV.from_config(cfg), cfg, node_id,
+                               ttl=node_ttl(os.environ))
+
+
 async def serve(args: argparse.Namespace) -> int:
-    if args.cluster is not None:
-        # Parsed and checked (cluster/config.py); membership and global IPAM exist in
-        # nsnet.cluster but the overlay driver that uses them is not wired in yet.
-        log.warning("cluster store %s (advertise %s:%d) accepted, but this nsnetd does not "
-                    "join the cluster yet: overlay networks stay unavailable",
-                    args.cluster.store_url, args.cluster.advertise, args.cluster.vxlan_port)
     config = EngineConfig(data_root=Path(args.data_root), exec_root=Path(args.exec_root),
                           default_bridge=args.default_bridge,
                           host_resolv_conf=Path(args.resolv_conf))
     # Private before anything is stored in them (file_modes.py: who may read what).
     secure_roots(config.data_root, config.exec_root)
+    try:
+        cluster = _cluster(args.cluster, config.data_root)
+    except (NsnetError, ValueError) as e:
+        log.error("cluster: %s", e.message if isinstance(e, NsnetError) else e)
+        return 1
     runc = Runc(config.exec_root, config.data_root)
-    engine, resolver = build_engine(config, dns=not args.no_dns, runtime=runc)
+    engine, resolver = build_engine(config, dns=not args.no_dns, runtime=runc, cluster=cluster)
     # What the engine just made (directories, nsnet.db-wal/-shm) and what an older run left.
     restrict_children(config.data_root)
     restrict_children(config.exec_root)

@@ -1,5 +1,6 @@
-"""``--cluster-store`` and ``--cluster-store-opt`` as EtcdKV reads them: bad input is
-``Invalid`` before anything connects, and no option is dropped silently."""
+"""``--cluster-store`` and ``--cluster-store-opt`` reach EtcdKV through the one parser of those
+flags (nsnet.cluster.config): every endpoint in order, TLS files as given, and a TLS context
+that cannot be built is ``Invalid`` before anything connects."""
 
 from __future__ import annotations
 
@@ -7,37 +8,44 @@ from pathlib import Path
 
 import pytest
 
+from nsnet.cluster import config
 from nsnet.errors import Invalid
-from nsnet.store.etcd import EtcdKV, parse_cluster_store
+from nsnet.store.etcd import EtcdKV
 from nsnet.store.etcd_http import TlsFiles
 
-
-def test_endpoints_from_url() -> None:
-    endpoints, tls = parse_cluster_store("etcd://192.0.2.2:2379, 192.0.2.3:2379/", {})
-    assert endpoints == ["192.0.2.2:2379", "192.0.2.3:2379"]
-    assert tls.context() is None
-    assert EtcdKV(endpoints).endpoints == ["http://192.0.2.2:2379", "http://192.0.2.3:2379"]
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-@pytest.mark.parametrize(
-    ("url", "options", "match"),
-    [
-        ("consul://h:8500", {}, "expected etcd://"),
-        ("192.0.2.2:2379", {}, "expected etcd://"),
-        ("etcd://", {}, "no endpoint"),
-        ("etcd://h:2379", {"kv.path": "/x"}, "unknown cluster store option"),
-        ("etcd://h:2379", {"kv.certfile": "/c"}, "go together"),
-        ("etcd://h:2379", {"kv.cacertfile": "/nonexistent/ca.pem"}, "TLS files"),
-    ],
-)
-def test_bad_cluster_store_is_invalid(url: str, options: dict[str, str], match: str) -> None:
-    with pytest.raises(Invalid, match=match):
-        EtcdKV.from_url(url, options)
+def test_endpoints_from_flags_in_order() -> None:
+    cfg = config.from_flags("etcd://192.0.2.3:2380,192.0.2.2,[2001:db8::1]:2379",
+                            "192.0.2.11")
+    assert cfg is not None
+    kv = EtcdKV.from_config(cfg)
+    assert kv.endpoints == ["http://192.0.2.3:2380", "http://192.0.2.2:2379",
+                            "http://[2001:db8::1]:2379"]
 
 
-def test_tls_makes_https_endpoints() -> None:
-    ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    if not ca.exists():
+def test_tls_options_make_https_endpoints() -> None:
+    if not CA_BUNDLE.exists():
         pytest.skip("no system CA bundle to load")
-    kv = EtcdKV(["192.0.2.2:2379"], tls=TlsFiles(cacertfile=str(ca)))
-    assert kv.endpoints == ["https://192.0.2.2:2379"]
+    cfg = config.from_flags("etcd://192.0.2.2:2379", "192.0.2.11",
+                            [f"kv.cacertfile={CA_BUNDLE}"])
+    assert cfg is not None
+    assert EtcdKV.from_config(cfg).endpoints == ["https://192.0.2.2:2379"]
+
+
+def test_unloadable_certificate_is_invalid(tmp_path: Path) -> None:
+    """A readable file that is no certificate passes the flag check (it only checks the file
+    is there) and is refused when the TLS context is built: still before any connection."""
+    junk = tmp_path / "cert.pem"
+    junk.write_text("not a certificate\n")
+    cfg = config.from_flags("etcd://192.0.2.2:2379", "192.0.2.11",
+                            [f"kv.certfile={junk},kv.keyfile={junk}"])
+    assert cfg is not None
+    with pytest.raises(Invalid, match="TLS files"):
+        EtcdKV.from_config(cfg)
+
+
+def test_certificate_without_key_is_invalid_at_the_transport_too() -> None:
+    with pytest.raises(Invalid, match="go together"):
+        EtcdKV(["192.0.2.2:2379"], tls=TlsFiles(certfile="/c"))

@@ -16,8 +16,10 @@ import tempfile
 from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nsnet.drivers.base import Driver
+from nsnet.engine.cluster import Cluster, NodeStatus
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerCreate, ContainerService
@@ -29,9 +31,11 @@ from nsnet.engine.reconcile import Reconciler, Report
 from nsnet.engine.registry import ContainerWaiters, Registry
 from nsnet.engine.sandboxes import SandboxService
 from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession, Sessions, Sink
-from nsnet.errors import Invalid, NotModified, NsnetError
+from nsnet.errors import Invalid, NotModified, NsnetError, Unavailable
 from nsnet.exit_codes import classify_start_error
 from nsnet.model import Container, EndpointRequest, Image, Network
+
+NOT_IN_CLUSTER = "this node is not part of a cluster: start nsnetd with --cluster-store"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class EngineInfo:
     network_drivers: list[str]
     data_root: Path
     exec_root: Path
+    cluster: dict[str, Any] | None = None  # Cluster.info(), None outside a cluster
 
 
 @dataclass
@@ -64,6 +69,7 @@ class Services:
     containers: ContainerService
     sessions: Sessions
     reconciler: Reconciler
+    cluster: Cluster | None = None  # None without --cluster-store
 
 
 class Engine:
@@ -81,6 +87,8 @@ class Engine:
     async def start(self) -> Report:
         """Load the store, make the predefined networks, reconcile the kernel to the store."""
         self.registry.load()
+        if self.s.cluster is not None:
+            await self.s.cluster.start()  # never fails on an unreachable store
         if self.s.networks.global_networks is not None:
             # Before reconcile: restored containers must find their global networks.
             await self.s.networks.global_networks.start()
@@ -98,6 +106,8 @@ class Engine:
             t.cancel()
         if self.s.networks.global_networks is not None:
             await self.s.networks.global_networks.stop()
+        if self.s.cluster is not None:
+            await self.s.cluster.stop()
         self.s.kernel.close()
         self.s.store.close()
 
@@ -110,7 +120,14 @@ class Engine:
             running=sum(1 for c in cs if c.state.status == "running"),
             images=len(self.s.images.list()),
             network_drivers=sorted({"null", *self.s.drivers.keys()}),
-            data_root=self.config.data_root, exec_root=self.config.exec_root)
+            data_root=self.config.data_root, exec_root=self.config.exec_root,
+            cluster=self.s.cluster.info() if self.s.cluster is not None else None)
+
+    def nodes(self) -> list[NodeStatus]:
+        if self.s.cluster is None:
+            # 503 as Docker answers `docker node ls` outside a swarm.
+            raise Unavailable(NOT_IN_CLUSTER)
+        return self.s.cluster.statuses()
 
     def metrics_text(self) -> str:
         return self._metrics() if self._metrics is not None else ""

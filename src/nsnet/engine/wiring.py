@@ -14,6 +14,7 @@ from nsnet.drivers.base import Driver
 from nsnet.drivers.bridge import BridgeDriver
 from nsnet.drivers.macvlan import MacvlanDriver
 from nsnet.drivers.null import HostDriver, NullDriver
+from nsnet.engine.cluster import Cluster
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerService
@@ -52,8 +53,10 @@ def prepare_roots(config: EngineConfig) -> None:
 def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None = None,
                  kernel: Kernel | None = None, images: Images | None = None,
                  runtime: Runtime | None = None,
-                 drivers: dict[str, Driver] | None = None) -> tuple[Engine, EmbeddedDNS | None]:
-    """The engine and, with ``dns``, the embedded DNS it calls (the daemon closes it)."""
+                 drivers: dict[str, Driver] | None = None,
+                 cluster: Cluster | None = None) -> tuple[Engine, EmbeddedDNS | None]:
+    """The engine and, with ``dns``, the embedded DNS it calls (the daemon closes it).
+    ``cluster`` (``--cluster-store``) is started and stopped with the engine."""
     prepare_roots(config)
     if store is None:
         from nsnet.store.local import LocalStore
@@ -89,6 +92,9 @@ def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None 
     services = Services(config=config, store=store, kernel=kernel, images=images,
                         runtime=runtime, drivers=drivers, registry=registry, networks=networks,
                         sandboxes=sandboxes, connections=connections, containers=containers,
-                        sessions=sessions, reconciler=reconciler)
+                        sessions=sessions, reconciler=reconciler, cluster=cluster)
+    if cluster is not None:
+        cluster.count_containers = lambda: sum(
+            1 for c in registry.containers.values() if c.state.status == "running")
     metrics = embedded.metrics_text if embedded is not None else None
     return Engine(services, metrics), embedded

@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
 from nsnet.store.etcd_http import GatewayClient, TlsFiles
 from nsnet.store.kv import Compacted, KeyValue, WatchEvent, prefix_end
 
-__all__ = ["EtcdKV", "parse_cluster_store"]
+if TYPE_CHECKING:
+    from nsnet.cluster.config import ClusterConfig
 
-TLS_OPTIONS = ("kv.cacertfile", "kv.certfile", "kv.keyfile")
+__all__ = ["EtcdKV"]
 
 
 def _b64(raw: bytes) -> str:
@@ -66,22 +67,6 @@ def _compare(key: str, mod_revision: int) -> dict[str, Any]:
             "mod_revision": str(mod_revision)}
 
 
-def parse_cluster_store(url: str, options: dict[str, str]) -> tuple[list[str], TlsFiles]:
-    """``etcd://h1:2379,h2:2379`` and ``--cluster-store-opt`` as endpoints and TLS files;
-    ``Invalid`` for another scheme or an option we do not know (never dropped silently)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme != "etcd":
-        raise Invalid(f"cluster store {url!r}: expected etcd://host:port[,host:port...]")
-    endpoints = [e.strip() for e in rest.strip("/").split(",") if e.strip()]
-    if not endpoints:
-        raise Invalid(f"cluster store {url!r}: no endpoint")
-    unknown = sorted(set(options) - set(TLS_OPTIONS))
-    if unknown:
-        raise Invalid(f"unknown cluster store option(s): {', '.join(unknown)}")
-    tls = TlsFiles(*(options.get(o) for o in TLS_OPTIONS))
-    return endpoints, tls
-
-
 class EtcdKV:
     """``KV`` over etcd's JSON gateway; one instance per daemon, shared by all its users."""
 
@@ -97,9 +82,16 @@ class EtcdKV:
         self.watch_retry = watch_retry
 
     @classmethod
-    def from_url(cls, url: str, options: dict[str, str] | None = None) -> EtcdKV:
-        endpoints, tls = parse_cluster_store(url, options or {})
-        return cls(endpoints, tls=tls)
+    def from_config(cls, config: ClusterConfig) -> EtcdKV:
+        """The store of ``--cluster-store``/``--cluster-store-opt`` as nsnet.cluster.config
+        parsed and checked them (the one parser of those flags)."""
+        tls = None
+        if config.tls is not None:
+            t = config.tls
+            tls = TlsFiles(cacertfile=str(t.cacert) if t.cacert else None,
+                           certfile=str(t.cert) if t.cert else None,
+                           keyfile=str(t.key) if t.key else None)
+        return cls([str(e) for e in config.endpoints], tls=tls)
 
     @property
     def endpoints(self) -> list[str]:
