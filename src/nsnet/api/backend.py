@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Mapping
 from typing import Any, Protocol
 
+from nsnet.engine.cluster import NodeStatus
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import EngineInfo
 from nsnet.engine.networks import NetworkCreate
@@ -27,6 +28,10 @@ class Backend(Protocol):
     def info(self) -> EngineInfo: ...
 
     def metrics_text(self) -> str: ...
+
+    def nodes(self) -> list[NodeStatus]:
+        """The cluster's hosts; ``Unavailable`` outside a cluster."""
+        ...
 
     async def reconcile(self) -> dict[str, Any]: ...
 

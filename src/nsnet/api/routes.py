@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from nsnet.api import containers, execs, images, networks, system
+from nsnet.api import containers, execs, images, networks, nodes, system
 from nsnet.api.app import Api
 from nsnet.api.backend import Backend
 
 # Registration order is match order: literal paths of a resource before its templates.
-RESOURCES = (system, networks, images, containers, execs)
+RESOURCES = (system, networks, images, containers, execs, nodes)
 
 
 def build(backend: Backend) -> Api:

@@ -67,6 +67,12 @@ def info_json(backend: Backend) -> dict[str, Any]:
         "SecurityOptions": [], "Warnings": None,
         "ContainerdCommit": {"ID": ""}, "RuncCommit": {"ID": ""}, "InitCommit": {"ID": ""},
         "ExecRoot": str(i.exec_root),
+        # Docker's pre-23.0 names for the same flags; empty outside a cluster.
+        "ClusterStore": i.cluster["ClusterStore"] if i.cluster else "",
+        "ClusterAdvertise": i.cluster["ClusterAdvertise"] if i.cluster else "",
+        # nsnet's own: this host's node id, whether etcd answers, how many nodes are live.
+        "ClusterNode": ({"ID": i.cluster["NodeID"], "StoreReachable": i.cluster["StoreReachable"],
+                         "Nodes": i.cluster["Nodes"]} if i.cluster else None),
     }
 
 

@@ -11,6 +11,7 @@ from nsnet.cli import (  # noqa: F401 - importing a command module registers its
     image,
     listing,
     network,
+    node,
     run,
     system,
 )

@@ -156,6 +156,15 @@ def info_lines(i: Mapping[str, Any]) -> list[str]:
     add(1, "Debug Mode", "Debug")
     add(1, "Experimental", "ExperimentalBuild")
     add(1, "Live Restore Enabled", "LiveRestoreEnabled")
+    # Only in a cluster (Docker printed these two lines only when the flags were set).
+    if i.get("ClusterStore"):
+        add(1, "Cluster Store", "ClusterStore")
+        add(1, "Cluster Advertise", "ClusterAdvertise")
+    node = i.get("ClusterNode")
+    if isinstance(node, Mapping):
+        store = "reachable" if node.get("StoreReachable") else "UNREACHABLE"
+        lines.append(f" Cluster Node: {node.get('ID', '')} (store {store}, "
+                     f"{node.get('Nodes', 0)} live nodes)")
     return lines
 
 

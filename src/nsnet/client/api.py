@@ -360,6 +360,11 @@ class Client:
         """nsnet's own route: bring the kernel back in line with the store now."""
         return self.transport.call("POST", "/nsnet/reconcile")
 
+    def nodes(self) -> JSONList:
+        """nsnet's own route: the hosts of this daemon's cluster (503 outside one)."""
+        data: JSONList = self.transport.call("GET", "/nsnet/nodes")
+        return data
+
 
 def frames_text(frames: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes]:
     """Collect a finished stream into (stdout, stderr): handy for scripts and tests."""
