@@ -12,7 +12,7 @@ never runs (which is what ``getattr(drv, "restore", None)`` allowed). They are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -162,10 +162,9 @@ class Peer:
 
 @runtime_checkable
 class ProgramsPeers(Protocol):
-    """The driver spans hosts and learns remote endpoints from the global store (overlay).
-
-    Planned for the overlay work (the overlay design, issue 10); no driver implements it yet.
-    """
+    """The driver spans hosts and learns remote endpoints from the global store (overlay):
+    drivers/overlay.py, fed by engine/peers.py. Every call is a no-op on a network whose data
+    plane this host does not have (yet)."""
 
     def add_peer(self, net: Network, peer: Peer) -> None:
         """Program a permanent neighbour entry and a permanent FDB entry towards
@@ -176,4 +175,9 @@ class ProgramsPeers(Protocol):
 
     def peers(self, net: Network) -> list[Peer]:
         """What the kernel holds now, for a resync after a lost watch."""
+        ...
+
+    def sync_peers(self, net: Network, peers: Iterable[Peer]) -> tuple[int, int]:
+        """Make the kernel hold exactly ``peers`` (after a lost watch, at reconcile): removes
+        entries no peer owns, adds or re-points the rest; (added, removed)."""
         ...

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from nsnet.kernel.firewall import NetworkFirewall
 
@@ -161,6 +161,59 @@ class Announcements(Protocol):
         """Tell the segment about a new MAC for ``addresses``; takes ownership of ``sock``."""
 
 
+class OverlayPeer(NamedTuple):
+    """A remote endpoint as a VXLAN device holds it: its IP and MAC behind its host's VTEP."""
+
+    mac: str
+    ip: str
+    vtep: str
+
+
+class Overlays(Protocol):
+    """Overlay networks' data planes on this host, one namespace per VNI (kernel/vxlan.py).
+
+    Each holds the bridge ``ovbr0`` and ``vx-<vni>``; endpoint veths go into the bridge through
+    ``links(vni)``, remote endpoints are ``OverlayPeer`` entries on the VXLAN device. Every
+    call on an absent VNI raises ``errors.NotFound`` except ``exists``, ``create`` and the
+    idempotent ``remove``.
+    """
+
+    def exists(self, vni: int) -> bool: ...
+
+    def create(self, vni: int, vtep: str, mtu: int | None) -> None:
+        """Namespace, bridge and VXLAN sending from ``vtep``, all or nothing; ``mtu`` defaults
+        to the underlay's minus 50. ``errors.Invalid`` when it exists or does not fit."""
+
+    def remove(self, vni: int) -> None:
+        """The namespace with everything in it (endpoint veths too); idempotent."""
+
+    def present(self) -> set[int]:
+        """VNIs whose overlay namespace exists on this host (reconcile)."""
+        ...
+
+    def links(self, vni: int) -> HostLinks:
+        """Links inside the overlay namespace: the bridge and its endpoint ports."""
+        ...
+
+    def mtu(self, vni: int) -> int:
+        """The bridge's MTU, which every endpoint veth must use."""
+        ...
+
+    def add_peer(self, vni: int, peer: OverlayPeer) -> None:
+        """Permanent neighbour and FDB entries; a replace when the peer moved."""
+
+    def remove_peer(self, vni: int, mac: str, ip: str | None) -> None:
+        """Idempotent."""
+
+    def peers(self, vni: int) -> set[OverlayPeer]:
+        """Complete peers the device holds now."""
+        ...
+
+    def sync_peers(self, vni: int, wanted: Iterable[OverlayPeer]) -> tuple[int, int]:
+        """Hold exactly ``wanted``: (added, removed)."""
+        ...
+
+
 class Kernel(Protocol):
     """Everything the engine and the drivers do to the kernel."""
 
@@ -181,6 +234,9 @@ class Kernel(Protocol):
 
     @property
     def announcer(self) -> Announcements: ...
+
+    @property
+    def overlays(self) -> Overlays: ...
 
     @property
     def netns_dir(self) -> Path:

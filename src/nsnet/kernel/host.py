@@ -21,6 +21,7 @@ from nsnet.kernel.dying import DyingNames
 from nsnet.kernel.firewall import Firewall
 from nsnet.kernel.links import LinkReaper, Links
 from nsnet.kernel.netns import NamespaceThread
+from nsnet.kernel.overlays import HostOverlays
 from nsnet.kernel.routes import RouteWatcher
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class HostKernel:
         self._dying = DyingNames()
         self.netns_dir = exec_root / "netns"
         self.netns_dir.mkdir(parents=True, exist_ok=True)
+        # Overlay namespaces live apart from sandboxes', out of the sandbox reconcile's reach.
+        self.overlays = HostOverlays(self.ns, self.links.ipr, exec_root / "overlay")
 
     def delete_peer_later(self, host_ifname: str, ns_path: str | None, ifname: str) -> None:
         """Delete a veth off the request path; until it is gone, ``ifname`` stays taken in
@@ -63,6 +66,7 @@ class HostKernel:
             self.reaper.flush()
 
     def close(self) -> None:
+        self.overlays.close()
         self.announcer.close()
         self.routes.close()
         self.reaper.close()

@@ -30,6 +30,7 @@ from nsnet.errors import Invalid, NsnetError
 from nsnet.kernel.dying import DyingNames
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.testing.fake_links import HOST, FakeLink, FakeLinks, KernelState
+from nsnet.testing.fake_overlays import FakeOverlays
 
 if TYPE_CHECKING:
     from nsnet.kernel.api import Kernel
@@ -187,6 +188,7 @@ class FakeKernel:
             exec_root = Path(self._tmp.name)
         self.netns_dir = exec_root / "netns"
         self.netns_dir.mkdir(parents=True, exist_ok=True)
+        self.overlays = FakeOverlays(self, exec_root / "overlay")
         self._next_fd = itertools.count(10_000)
         self.closed = False
 

@@ -27,6 +27,8 @@ FAILABLE = frozenset({
     # namespaces, firewall, the rest of the kernel
     "create", "remove", "call_in", "sandbox_links", "prepare_interface", "sysctl_set",
     "ensure_base", "apply_network", "remove_network", "remove_stale", "run_in_namespace",
+    # overlays (testing/fake_overlays.py)
+    "create_overlay", "remove_overlay", "add_peer", "remove_peer", "sync_peers",
 })
 
 
