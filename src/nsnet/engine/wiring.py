@@ -20,6 +20,7 @@ from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerService
 from nsnet.engine.core import Engine, Services
 from nsnet.engine.embedded_dns import EmbeddedDNS
+from nsnet.engine.global_networks import GlobalNetworks
 from nsnet.engine.networks import NetworkService
 from nsnet.engine.ports import Images, Kernel, Runtime, Store
 from nsnet.engine.reconcile import Reconciler
@@ -27,7 +28,7 @@ from nsnet.engine.registry import Readers, Registry
 from nsnet.engine.resolver_hooks import NoResolver, ResolverHooks
 from nsnet.engine.sandboxes import SandboxService
 from nsnet.engine.sessions import Sessions
-from nsnet.ipam.allocator import Allocator
+from nsnet.ipam.allocator import Allocator, IPNetwork
 from nsnet.model import Network
 
 
@@ -41,6 +42,19 @@ def default_drivers(kernel: Kernel, networks: Callable[[], list[Network]]) -> di
         "macvlan": MacvlanDriver(kernel, networks),
         "ipvlan": MacvlanDriver(kernel, networks, "ipvlan"),
     }
+
+
+def global_networks(cluster: Cluster, registry: Registry, drivers: dict[str, Driver],
+                    resolver: ResolverHooks,
+                    local_subnets: Callable[[], list[IPNetwork]]) -> GlobalNetworks:
+    """The mirror of the cluster's networks; hosts are named by name, VTEP and node id
+    (hosts on one machine, as in the lab, share a host name)."""
+    def names() -> dict[str, str]:
+        return {n.node_id: f"{n.hostname} ({n.vtep}, node {n.node_id[:12]})"
+                for n in cluster.nodes()}
+
+    return GlobalNetworks(cluster.kv, cluster.ipam, registry, drivers, resolver,
+                          node_names=names, local_subnets=local_subnets)
 
 
 def prepare_roots(config: EngineConfig) -> None:
@@ -83,6 +97,9 @@ def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None 
     ipam = Allocator(store)
     readers = Readers()
     networks = NetworkService(registry, store, ipam, kernel, drivers, resolver, config)
+    if cluster is not None:
+        networks.global_networks = global_networks(cluster, registry, drivers, resolver,
+                                                   networks.host_reserved_subnets)
     sandboxes = SandboxService(registry, store, ipam, kernel, drivers, resolver, config)
     connections = ConnectionService(registry, store, sandboxes, resolver)
     containers = ContainerService(registry, sandboxes, images, runtime, readers)
