@@ -53,3 +53,15 @@ def test_same_prefix_on_two_links_is_two_routes() -> None:
 def test_networks_are_normalised() -> None:
     t = RouteTable([Route("10.1.2.3", 16, oifs=frozenset({1}))])
     assert t.networks() == [ipaddress.IPv4Network("10.1.0.0/16")]
+
+
+def test_an_address_going_takes_only_its_connected_route() -> None:
+    """The watcher hears RTM_DELADDR when a bridge is deleted (its route leaves silently)."""
+    t = RouteTable([Route("172.18.0.0", 16, oifs=frozenset({7})),
+                    Route("10.50.0.0", 16, oifs=frozenset({7})),  # a static route via it
+                    Route("172.18.0.0", 16, priority=5, oifs=frozenset({8}))])
+    t.address_gone(7, ipaddress.IPv4Network("172.18.0.0/16"))
+    assert sorted(nets(t)) == ["10.50.0.0/16", "172.18.0.0/16"]
+    assert len(t) == 2
+    t.address_gone(7, ipaddress.IPv4Network("172.18.0.0/16"))  # repeated: nothing more
+    assert len(t) == 2

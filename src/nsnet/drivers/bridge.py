@@ -137,7 +137,7 @@ class BridgeDriver:
 
     def delete_network(self, net: Network) -> None:
         name = bridge_name(net)
-        self._index_cache.pop(name, None)
+        cached = self._index_cache.pop(name, None)
         self.kernel.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
         if net.driver_state.get("owns_bridge", "1") != "1":
             # The user's bridge stays; our gateway addresses on it go.
@@ -149,10 +149,17 @@ class BridgeDriver:
                         self.kernel.links.remove_address(idx, f"{p.gateway}/{plen}")
             return
         # A bridge delete waits ~40 ms for RCU: it runs off the request path. Nothing is
-        # attached to it any more and its firewall chains are gone already. Down first
-        # (0.2 ms): the kernel drops its connected routes at once, so its subnet is free for
-        # the next network even while deletes queue up behind the reaper.
-        self.kernel.links.set_down(name)
+        # attached to it any more and its firewall chains are gone already. Its IPv4 addresses
+        # go first (one netlink call each): the kernel drops their connected routes at once
+        # and says so (RTM_DELADDR, which the route watcher hears), so the subnet is free for
+        # the next network even while deletes queue up behind the reaper, and no second link
+        # holds a route to it meanwhile.
+        idx = cached if cached is not None else self.kernel.links.index(name)
+        if idx is not None:
+            for p in net.pools:
+                if p.gateway and ipaddress.ip_network(p.subnet).version == 4:
+                    plen = ipaddress.ip_network(p.subnet).prefixlen
+                    self.kernel.links.remove_address(idx, f"{p.gateway}/{plen}")
         self.kernel.reaper.delete_later(name)
         self._reaping.add(name)
 
