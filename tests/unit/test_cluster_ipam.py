@@ -220,7 +220,14 @@ async def test_racing_addresses_and_a_racing_removal(seed: int) -> None:
     else:
         assert isinstance(results[-1], Forbidden)
         assert held == sorted(keys.address(net_id(1), a) for a in addresses)
-        assert addresses.count("10.5.0.9") == 1
+        # One static claim wins, unless both came while the losing removal had the network
+        # marked "being removed" (a legitimate refusal: seed 391 does exactly that).
+        statics = results[-3:-1]
+        if addresses.count("10.5.0.9") == 0:
+            assert all(isinstance(r, Forbidden) and "being removed" in r.message
+                       for r in statics), statics
+        else:
+            assert addresses.count("10.5.0.9") == 1
     for r in results[:-1]:
         if not hasattr(r, "address"):
             assert isinstance(r, (Conflict, Forbidden, NotFound, Unavailable)), r

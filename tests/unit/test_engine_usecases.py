@@ -305,10 +305,15 @@ def test_reconcile_during_a_start_leaves_the_starting_container_alone(world: Wor
     async def race() -> dict[str, Any]:
         start = asyncio.ensure_future(world.engine.start_container(c.id))
         await in_runc.wait()
-        report = await world.engine.reconcile()
+        # Reconcile runs its steps while the start is parked in runc; it may then wait for
+        # the container's lock (runc state is deleted only under it), so runc is let go after
+        # reconcile had its chance to do damage, not after it returned.
+        reconciling = asyncio.ensure_future(world.engine.reconcile())
+        for _ in range(50):
+            await asyncio.sleep(0)
         gate.set()
         await start
-        return report
+        return await reconciling
 
     report = world.run(race())
     stored = world.engine.find_container(c.id)

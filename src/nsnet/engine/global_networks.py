@@ -47,7 +47,7 @@ from nsnet.ipam.allocator import IPNetwork
 from nsnet.model import RESERVED_NETWORK_NAMES, IPAMPool, Network, new_id, now_rfc3339
 from nsnet.store.kv import KV, Compacted, KeyValue, WatchEvent
 
-log = logging.getLogger("nsnet.engine.global")
+log = logging.getLogger(__name__)
 
 OVERLAY = "overlay"
 OPT_VNI = "com.docker.network.driver.overlay.vxlanid_list"
