@@ -26,7 +26,7 @@ from typing import Any
 
 from nsnet.errors import Conflict
 from nsnet.store.base import Record, Store, revision_conflict
-from nsnet.store.watch import Change, Watch, WatchHub
+from nsnet.store.watch import Change, Transactions, Watch, WatchHub
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -57,11 +57,8 @@ class LocalStore:
         self._db.executescript(SCHEMA)
         # Re-entrant: every write inside a transaction takes it again on the same thread.
         self._lock = threading.RLock()
-        self._depth = 0
         self._watches = WatchHub()
-        # Changes made inside the open transaction: published at its commit, dropped at a
-        # rollback (a watcher must never see a write that did not happen).
-        self._pending: builtins.list[Change] = []
+        self._txn = Transactions(self._watches)
 
     def close(self) -> None:
         self._db.close()
@@ -75,36 +72,12 @@ class LocalStore:
         thread would re-enter the lock and its writes would join this transaction) and must
         stay short (other threads wait for it).
         """
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            # IMMEDIATE takes the write lock now: no other connection can slip in between.
-            self._db.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._pending.clear()
-                raise
-            else:
-                self._db.execute("COMMIT")
-                changes, self._pending = self._pending, []
-                self._watches.publish(changes)
-            finally:
-                self._depth = 0
-
-    def _changed(self, change: Change) -> None:
-        """Publish now, or at the commit of the open transaction (lock held)."""
-        if self._depth:
-            self._pending.append(change)
-        else:
-            self._watches.publish([change])
+        with self._lock, self._txn.block(
+                # IMMEDIATE takes the write lock now: no other connection can slip in between.
+                begin=lambda: self._db.execute("BEGIN IMMEDIATE"),
+                commit=lambda: self._db.execute("COMMIT"),
+                rollback=lambda: self._db.execute("ROLLBACK")):
+            yield
 
     def watch(self, kind: str) -> Watch:
         return self._watches.watch(kind)
@@ -146,7 +119,7 @@ class LocalStore:
             if row is None:
                 raise revision_conflict(kind, id_, expect_rev)
             rev = int(row[0])
-            self._changed(Change(kind, id_, name, rev, json.loads(text)))
+            self._txn.changed(Change(kind, id_, name, rev, json.loads(text)))
         return rev
 
     def delete(self, kind: str, id_: str, expect_rev: int | None = None) -> None:
@@ -158,7 +131,7 @@ class LocalStore:
             if row is None:
                 return
             self._db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, id_))
-            self._changed(Change(kind, id_, str(row[0]), int(row[1]) + 1, None))
+            self._txn.changed(Change(kind, id_, str(row[0]), int(row[1]) + 1, None))
 
     def list(self, kind: str) -> builtins.list[dict[str, Any]]:
         with self._lock:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +134,50 @@ class WatchHub:
                 targets = list(self._watches.get(change.kind, ()))
             for w in targets:
                 w.deliver(change)
+
+
+class Transactions:
+    """Nested transactions of one store and the changes they hold back from its watchers.
+
+    Shared by every store, so each says only how it begins, commits and rolls back: changes
+    made inside the outermost block are published at its commit and dropped at a rollback (a
+    watcher must never see a write that did not happen); nested blocks join the outermost one.
+    The caller holds its store's lock around ``block`` and ``changed``.
+    """
+
+    def __init__(self, hub: WatchHub) -> None:
+        self._hub = hub
+        self._depth = 0
+        self._pending: list[Change] = []
+
+    @contextmanager
+    def block(self, begin: Callable[[], object], commit: Callable[[], object],
+              rollback: Callable[[], object]) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        begin()
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            rollback()
+            self._pending.clear()
+            raise
+        else:
+            commit()
+            changes, self._pending = self._pending, []
+            self._hub.publish(changes)
+        finally:
+            self._depth = 0
+
+    def changed(self, change: Change) -> None:
+        """Publish now, or at the commit of the open transaction."""
+        if self._depth:
+            self._pending.append(change)
+        else:
+            self._hub.publish([change])

@@ -19,7 +19,7 @@ from typing import Any
 
 from nsnet.errors import Conflict
 from nsnet.store.base import Record, Store, revision_conflict
-from nsnet.store.watch import Change, Watch, WatchHub
+from nsnet.store.watch import Change, Transactions, Watch, WatchHub
 
 
 class MemoryStore:
@@ -28,9 +28,10 @@ class MemoryStore:
         self._docs: dict[tuple[str, str], tuple[str, int, str]] = {}
         self._ipam: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
-        self._depth = 0
-        self._pending: builtins.list[Change] = []
         self._watches = WatchHub()
+        self._txn = Transactions(self._watches)
+        self._saved: tuple[dict[tuple[str, str], tuple[str, int, str]],
+                           dict[tuple[str, str], str]] = ({}, {})
         self.closed = False
 
     def close(self) -> None:
@@ -38,33 +39,15 @@ class MemoryStore:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            saved = (dict(self._docs), dict(self._ipam))
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._docs, self._ipam = saved
-                self._pending.clear()
-                raise
-            else:
-                changes, self._pending = self._pending, []
-                self._watches.publish(changes)
-            finally:
-                self._depth = 0
+        with self._lock, self._txn.block(begin=self._snapshot, commit=lambda: None,
+                                         rollback=self._restore):
+            yield
 
-    def _changed(self, change: Change) -> None:
-        if self._depth:
-            self._pending.append(change)
-        else:
-            self._watches.publish([change])
+    def _snapshot(self) -> None:
+        self._saved = (dict(self._docs), dict(self._ipam))
+
+    def _restore(self) -> None:
+        self._docs, self._ipam = self._saved
 
     def watch(self, kind: str) -> Watch:
         return self._watches.watch(kind)
@@ -91,7 +74,7 @@ class MemoryStore:
                     raise Conflict(f"{kind} name {name!r} is already in use")
             rev = current + 1
             self._docs[(kind, id_)] = (name, rev, text)
-            self._changed(Change(kind, id_, name, rev, json.loads(text)))
+            self._txn.changed(Change(kind, id_, name, rev, json.loads(text)))
         return rev
 
     def delete(self, kind: str, id_: str, expect_rev: int | None = None) -> None:
@@ -102,7 +85,7 @@ class MemoryStore:
             if old is None:
                 return
             del self._docs[(kind, id_)]
-            self._changed(Change(kind, id_, old[0], old[1] + 1, None))
+            self._txn.changed(Change(kind, id_, old[0], old[1] + 1, None))
 
     def list(self, kind: str) -> builtins.list[dict[str, Any]]:
         return [r.data for r in self.records(kind)]
