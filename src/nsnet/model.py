@@ -143,12 +143,17 @@ class Attachment:
     network_id: str
     request: EndpointRequest = field(default_factory=EndpointRequest)
     endpoint: Endpoint | None = None
+    # The gateway-bridge endpoint an overlay-only container gets for its outbound traffic
+    # (Docker's docker_gwbridge): made and removed by the engine, never asked for, and not
+    # shown among the container's networks.
+    gateway_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "network_id": self.network_id,
             "request": self.request.to_dict(),
             "endpoint": self.endpoint.to_dict() if self.endpoint else None,
+            "gateway_only": self.gateway_only,
         }
 
     @classmethod
@@ -158,6 +163,7 @@ class Attachment:
             network_id=d["network_id"],
             request=EndpointRequest.from_dict(d.get("request") or {}),
             endpoint=Endpoint.from_dict(ep) if ep else None,
+            gateway_only=bool(d.get("gateway_only", False)),
         )
 
 

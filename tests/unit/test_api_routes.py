@@ -95,7 +95,7 @@ class FakeBackend:
         self._call("prune_networks", filters=filters)
         return ["old"]
 
-    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
+    async def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
         self._call("connect", net=net_ref, container=c_ref, req=req)
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:

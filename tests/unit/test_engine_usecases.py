@@ -247,7 +247,7 @@ def test_connect_failing_halfway_leaves_the_container_as_it_was(world: World) ->
     cid = world.running("c1", "n1")
     before = world.snapshot()
     world.kernel.fail_on("configure_endpoint")
-    _fails(lambda: world.engine.connect("n2", cid, EndpointRequest()))
+    _fails(lambda: world.run(world.engine.connect("n2", cid, EndpointRequest())))
     assert world.snapshot() == before
     c = world.engine.find_container(cid)
     assert [a.network_id for a in c.attachments] == [world.engine.find_network("n1").id]
@@ -258,7 +258,7 @@ def test_connect_then_disconnect_frees_the_address_and_the_link(world: World) ->
     n2 = world.network("n2", "203.0.113.0/24")
     cid = world.running("c1", "n1")
     before = world.snapshot()
-    world.engine.connect("n2", cid, EndpointRequest(ipv4_address="203.0.113.7"))
+    world.run(world.engine.connect("n2", cid, EndpointRequest(ipv4_address="203.0.113.7")))
     c = world.engine.find_container(cid)
     a = c.attachment(n2)
     ep = a.endpoint if a is not None else None

@@ -53,7 +53,8 @@ class Backend(Protocol):
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]: ...
 
-    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None: ...
+    async def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
+        """Async: an overlay endpoint's address is claimed in the cluster store."""
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None: ...
 

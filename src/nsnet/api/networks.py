@@ -104,7 +104,7 @@ def register(router: Router, backend: Backend) -> None:
         b = await json_body(req)
         ctr = _container_ref(b)
         er = endpoint_request(b.get("EndpointConfig"), "EndpointConfig")
-        backend.connect(p["id"], ctr, er)
+        await backend.connect(p["id"], ctr, er)
         return web.Response(status=200)
 
     async def disconnect(req: web.BaseRequest, p: Params) -> web.StreamResponse:

@@ -108,6 +108,8 @@ def networks_of(c: Container, networks: dict[str, Network]) -> dict[str, Any]:
                                                 net)
         return out
     for a in c.attachments:
+        if a.gateway_only:
+            continue  # as Docker hides docker_gwbridge from a container's networks
         net = networks.get(a.network_id)
         key = net.name if net else a.network_id
         out[key] = endpoint_settings(c, a, net)

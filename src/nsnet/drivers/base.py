@@ -39,6 +39,13 @@ def endpoint_addresses(ep: Endpoint) -> list[str]:
     return out
 
 
+def provides_gateway(drv: object) -> bool:
+    """Whether the driver's endpoints can carry the sandbox's default route: a driver says
+    no with ``provides_gateway = False`` (the overlay, whose segment has no router); an
+    attribute rather than a protocol member, so the many drivers that do need not say so."""
+    return bool(getattr(drv, "provides_gateway", True))
+
+
 class Driver(Protocol):
     name: str
     # Whether containers on this driver's networks get an interface and an address.

@@ -1,20 +1,23 @@
 """Connect and disconnect: an endpoint added to or taken from a running sandbox.
 
-Both run without awaiting, so on the one event loop they are atomic with respect to each
-other; a start, stop or removal of the same container in flight makes them a 409
-(``Registry.not_busy``). A connect claims the address and saves the endpoint in one store
-transaction; a disconnect leaves the kernel first and frees the address last.
+Both do their kernel and store work without awaiting, so on the one event loop they are atomic
+with respect to each other; a start, stop or removal of the same container in flight makes them
+a 409 (``Registry.not_busy``). A connect claims the address and saves the endpoint in one store
+transaction; a disconnect leaves the kernel first and frees the address last. A connect to a
+global (overlay) network first awaits the cluster for its address (``GlobalEndpoints``), holding
+the container's lock so no start or stop interleaves, then does the same synchronous work.
 """
 
 from __future__ import annotations
 
 from nsnet.engine.crashpoints import crash_point
+from nsnet.engine.global_endpoints import Claim, GlobalEndpoints
 from nsnet.engine.ports import Store
 from nsnet.engine.registry import Registry
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.sandboxes import SandboxService, user_defined, validate_endpoint_request
 from nsnet.engine.undo import Undo
-from nsnet.errors import Forbidden, NotFound
+from nsnet.errors import Forbidden, NotFound, Unavailable
 from nsnet.model import Attachment, Container, EndpointRequest, Network
 
 
@@ -27,13 +30,51 @@ class ConnectionService:
         self.store = store
         self.sandboxes = sandboxes
         self.resolver = resolver
+        self.global_endpoints: GlobalEndpoints | None = None  # set with a cluster
 
-    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
+    async def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
         net = self.registry.find_network(net_ref)
         c = self.registry.find_container(c_ref)
+        self._check_connect(net, c, req)
+        if net.scope != "global" or c.state.status != "running":
+            self._connect(net, c, req, None)
+            return
+        glob = self.global_endpoints
+        if glob is None:
+            raise Unavailable(f"network {net.name} is global and this daemon has no cluster "
+                              "store")
+        async with self.registry.lock_for(c.id):
+            # Checked again: the container may have stopped or been connected meanwhile.
+            c = self.registry.find_container(c.id)
+            net = self.registry.find_network(net.id)
+            self._check_connect(net, c, req, locked=True)
+            if c.state.status != "running":
+                self._connect(net, c, req, None)
+                return
+            a = c.attachment(net.id) or Attachment(network_id=net.id, request=req)
+            claims = await glob.prepare(c, [(a, net)])
+            try:
+                c = self.registry.find_container(c.id)
+                self._check_connect(net, c, req, locked=True)
+                self._connect(net, c, req, claims.get(net.id))
+            except BaseException:
+                glob.retire_claims(claims.values())
+                raise
+            finally:
+                glob.done(claims.values())
+
+    def _check_connect(self, net: Network, c: Container, req: EndpointRequest,
+                       locked: bool = False) -> None:
         _refuse_connect(net, c)
         validate_endpoint_request(net, net.name, req)
-        self.registry.not_busy(c)
+        if not locked:
+            self.registry.not_busy(c)
+        a = c.attachment(net.id)
+        if c.state.status == "running" and a is not None and a.endpoint is not None:
+            raise Forbidden(f"endpoint with name {c.name} already exists in network {net.name}")
+
+    def _connect(self, net: Network, c: Container, req: EndpointRequest,
+                 claim: Claim | None) -> None:
         existing = c.attachment(net.id)
         running = c.state.status == "running"
         if not running:
@@ -52,8 +93,9 @@ class ConnectionService:
             if existing is None:
                 c.attachments.append(a)
                 undo.push(c.attachments.remove, a)
-            ep = self.sandboxes.join(c, a, c.sandbox_key, undo)
+            ep = self.sandboxes.join(c, a, c.sandbox_key, undo, claim)
             crash_point("connect.endpoint_joined")
+            self.sandboxes.update_gateway(c, undo)
             self.sandboxes.pick_default_route(c)
             self.resolver.endpoint_up(c, net, ep)
             undo.push(self.resolver.endpoint_down, c, net, ep)
@@ -95,8 +137,9 @@ class ConnectionService:
                 self.sandboxes.pick_default_route(c)
             # Only now, with the kernel done: the address is free exactly when the stored
             # container stops using it.
-            with self.store.transaction():
+            with Undo() as undo, self.store.transaction():
                 self.sandboxes.free_endpoint(a)
+                self.sandboxes.update_gateway(c, undo)
                 self.registry.save_container(c)
             crash_point("disconnect.saved")
             if not self.sandboxes.on_user_network(c):

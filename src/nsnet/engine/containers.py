@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nsnet.engine.crashpoints import crash_point
+from nsnet.engine.global_endpoints import Claim, GlobalEndpoints
 from nsnet.engine.ports import Images, Runtime
 from nsnet.engine.registry import NAME_RE, ContainerWaiters, Readers, Registry
 from nsnet.engine.sandboxes import SandboxService, validate_endpoint_request
 from nsnet.engine.undo import Undo
-from nsnet.errors import Conflict, Invalid, NotFound, NotModified
+from nsnet.errors import Conflict, Invalid, NotFound, NotModified, Unavailable
 from nsnet.exit_codes import classify_start_error
 from nsnet.model import (
     Attachment,
@@ -111,6 +112,29 @@ class ContainerService:
         self.exit_tasks: dict[str, asyncio.Task[None]] = {}
         # Containers inside a restart: their stop must not trigger auto-remove.
         self.restarting: set[str] = set()
+        self.global_endpoints: GlobalEndpoints | None = None  # set with a cluster
+
+    async def _claim_global(self, c: Container) -> dict[str, Claim]:
+        """Addresses and records of the global networks ``c`` joins (before the sandbox,
+        which is synchronous); none without such a network."""
+        if c.network_mode in ("host", "none"):
+            return {}
+        wanted = []
+        for a in c.attachments:
+            if a.gateway_only:
+                continue
+            try:
+                net = self.registry.find_network(a.network_id)
+            except NotFound:
+                continue  # setup_sandbox says so, with Docker's message
+            if net.scope == "global":
+                wanted.append((a, net))
+        if not wanted:
+            return {}
+        if self.global_endpoints is None:
+            raise Unavailable(f"network {wanted[0][1].name} is global and this daemon has "
+                              "no cluster store")
+        return await self.global_endpoints.prepare(c, wanted)
 
     # -- create -----------------------------------------------------------------------------
 
@@ -193,9 +217,10 @@ class ContainerService:
                 raise Invalid("no command specified")
             # A restart starts from a clean slate: runc state and overlay of the last run.
             await self.runc.delete(c.id)
+            claims = await self._claim_global(c)
             undo = Undo()
             try:
-                ns_path = self.sandboxes.setup_sandbox(c, undo)
+                ns_path = self.sandboxes.setup_sandbox(c, undo, claims)
                 etc = self.sandboxes.etc_dir(c)
                 self.runc.prepare(
                     c.id, self.images.rootfs(image),
@@ -211,6 +236,8 @@ class ContainerService:
             except BaseException as e:
                 undo.rollback()
                 self.sandboxes.teardown_sandbox(c)
+                if self.global_endpoints is not None:
+                    self.global_endpoints.retire_claims(claims.values())
                 try:
                     await self.runc.delete(c.id)  # the bundle and overlay of this attempt
                 except Exception:
@@ -222,6 +249,9 @@ class ContainerService:
                     c.state.exit_code = code
                 self.registry.save_container(c)
                 raise
+            finally:
+                if self.global_endpoints is not None:
+                    self.global_endpoints.done(claims.values())
             c.state.status = "running"
             c.state.pid = pid
             c.state.exit_code = 0

@@ -25,6 +25,7 @@ from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerCreate, ContainerService
 from nsnet.engine.filter_regex import filter_budget
 from nsnet.engine.filters import check_container_filters, container_matches, network_matches
+from nsnet.engine.global_endpoints import GlobalEndpoints
 from nsnet.engine.networks import NetworkCreate, NetworkService
 from nsnet.engine.ports import Images, Kernel, Runtime, Store
 from nsnet.engine.reconcile import Reconciler, Report
@@ -70,6 +71,7 @@ class Services:
     sessions: Sessions
     reconciler: Reconciler
     cluster: Cluster | None = None  # None without --cluster-store
+    global_endpoints: GlobalEndpoints | None = None  # with a cluster
 
 
 class Engine:
@@ -96,7 +98,11 @@ class Engine:
             self.s.containers.waiters[cid] = ContainerWaiters()
         await asyncio.get_running_loop().run_in_executor(None, self.s.images.ensure_busybox)
         self.s.networks.ensure_predefined()
-        return await self.reconcile()
+        report = await self.reconcile()
+        if self.s.global_endpoints is not None:
+            # After reconcile: the endpoints that survived are this host's records.
+            await self.s.global_endpoints.start()
+        return report
 
     async def reconcile(self) -> Report:
         return await self.s.reconciler.run()
@@ -104,6 +110,9 @@ class Engine:
     async def close(self) -> None:
         for t in list(self.s.containers.exit_tasks.values()):
             t.cancel()
+        if self.s.global_endpoints is not None:
+            await self.s.global_endpoints.flush(timeout=2.0)
+            await self.s.global_endpoints.stop()
         if self.s.networks.global_networks is not None:
             await self.s.networks.global_networks.stop()
         if self.s.cluster is not None:
@@ -160,8 +169,8 @@ class Engine:
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
         return await self.s.networks.prune(filters)
 
-    def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
-        self.s.connections.connect(net_ref, c_ref, req)
+    async def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
+        await self.s.connections.connect(net_ref, c_ref, req)
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
         self.s.connections.disconnect(net_ref, c_ref, force)

@@ -31,6 +31,8 @@ from nsnet.model import (
 log = logging.getLogger("nsnet.engine")
 
 LOCAL_DRIVERS = ("bridge", "host", "null", "macvlan", "ipvlan")
+# Docker's docker_gwbridge: outbound access for containers on overlay networks.
+GATEWAY_NETWORK = "nsnet_gwbridge"
 
 
 @dataclass
@@ -206,6 +208,24 @@ class NetworkService:
         crash_point("network_create.saved")
         log.info("network %s (%s) created", net.name, net.short_id)
         return net
+
+    def gateway_network(self) -> Network:
+        """The local bridge that gives overlay containers their default route, with NAT and
+        no traffic between its containers (as docker_gwbridge: containers of different
+        overlays on this host must not meet through it). Made on first use; a user's own
+        network of that name is used only if it is a bridge."""
+        for net in self.registry.networks.values():
+            if net.name == GATEWAY_NETWORK:
+                if net.driver != "bridge" or net.internal:
+                    raise Unavailable(f"network {GATEWAY_NETWORK} is not a bridge network "
+                                      "with outbound access: remove it so nsnet can make its "
+                                      "gateway bridge for overlay containers")
+                return net
+        return self.create_network(NetworkCreate(
+            name=GATEWAY_NETWORK, driver="bridge",
+            options={"com.docker.network.bridge.name": GATEWAY_NETWORK,
+                     "com.docker.network.bridge.enable_icc": "false",
+                     "com.docker.network.bridge.enable_ip_masquerade": "true"}))
 
     def ensure_predefined(self) -> None:
         """bridge, host and none exist from the first start (Docker's predefined networks)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nsnet.drivers.base import Driver, HasStalePorts, OwnsLinks, Restorable, Sandbox
@@ -28,6 +28,8 @@ from nsnet.model import Container, Endpoint, Network
 
 log = logging.getLogger("nsnet.engine")
 
+OVERLAY_VNI = "com.docker.network.driver.overlay.vxlanid_list"
+
 Report = dict[str, Any]
 
 
@@ -35,7 +37,7 @@ def new_report() -> Report:
     return {"networks_rebuilt": [], "containers_lost": [], "links_removed": [],
             "namespaces_removed": [], "chains_removed": [], "addresses_released": 0,
             "addresses_reclaimed": 0, "address_conflicts": [], "endpoints_restored": [],
-            "runc_removed": []}
+            "runc_removed": [], "overlays_removed": []}
 
 
 class Reconciler:
@@ -54,6 +56,9 @@ class Reconciler:
         self.sandboxes = sandboxes
         self.containers = containers
         self.runc = runtime
+        # Whether the mirror of the cluster's networks is complete (wired with a cluster):
+        # only then may an overlay namespace without a network be judged a leftover.
+        self.global_synced: Callable[[], bool] = lambda: False
 
     async def run(self) -> Report:
         """Every step, in order; what each changed goes into the report."""
@@ -66,6 +71,7 @@ class Reconciler:
         self._remove_links(owned_links, report)
         self._remove_namespaces(report)
         self._remove_chains(report)
+        self._remove_overlays(report)
         self._release_addresses(live_eps, report)
         await self._remove_runc(report)
         return report
@@ -173,6 +179,19 @@ class Reconciler:
         # networks' re-create above restored theirs; these belong to no network.
         report["forward_accepts_removed"] = self.kernel.firewall.foreign.remove_unowned(known)
 
+    def _remove_overlays(self, report: Report) -> None:
+        """Overlay namespaces whose VNI no global network has (removed while this host was
+        down or cut off). Not while the network list is incomplete: a network not listed yet
+        would lose its data plane and its running containers' connectivity."""
+        if not self.global_synced():
+            return
+        owned = {net.options.get(OVERLAY_VNI) for net in self.registry.networks.values()
+                 if net.driver == "overlay"}
+        for vni in sorted(self.kernel.overlays.present()):
+            if str(vni) not in owned:
+                self.kernel.overlays.remove(vni)
+                report["overlays_removed"].append(vni)
+
     def _release_addresses(self, live_eps: set[str], report: Report) -> None:
         for network, address, owner in self.store.ipam_all():
             if owner not in live_eps:
@@ -227,7 +246,10 @@ class Reconciler:
             report["endpoints_restored"].append(c.name)
 
     def _reclaim(self, c: Container, net: Network, ep: Endpoint, report: Report) -> None:
-        """Claim a stored endpoint's addresses in IPAM again if a crash left them free."""
+        """Claim a stored endpoint's addresses in IPAM again if a crash left them free (a
+        global network's are in the cluster, where the address sweep keeps them)."""
+        if net.scope == "global":
+            return
         for addr, fam in ((ep.ipv4, 4), (ep.ipv6, 6)):
             if not addr:
                 continue

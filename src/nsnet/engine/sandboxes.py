@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nsnet.drivers.base import Driver, Sandbox
+from nsnet.drivers.base import Driver, Sandbox, provides_gateway
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.etc import EtcFiles
@@ -20,7 +21,7 @@ from nsnet.engine.ports import Kernel, Store
 from nsnet.engine.registry import Registry, driver_of
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
-from nsnet.errors import Forbidden, Invalid, NotFound
+from nsnet.errors import Forbidden, Invalid, NotFound, Unavailable
 from nsnet.ipam.allocator import Allocator
 from nsnet.kernel.links import random_mac
 from nsnet.model import (
@@ -33,7 +34,13 @@ from nsnet.model import (
     new_id,
 )
 
+if TYPE_CHECKING:
+    from nsnet.engine.global_endpoints import Claim
+
 log = logging.getLogger("nsnet.engine")
+
+# Called with (network id, endpoint id, addresses) when a global endpoint ends.
+GlobalFreed = Callable[[str, str, list[str]], None]
 
 
 def user_defined(net: Network) -> bool:
@@ -80,6 +87,10 @@ class SandboxService:
         self.resolver = resolver
         self.config = config
         self.etc = EtcFiles(config, registry, self.on_user_network)
+        # Set by the wiring with a cluster: the gateway bridge (made on first use) and where
+        # a global endpoint's record and address go when it ends (engine/global_endpoints.py).
+        self.gateway_network: Callable[[], Network] | None = None
+        self.global_freed: GlobalFreed | None = None
 
     def ns_path(self, c: Container) -> str:
         return str(self.kernel.netns_dir / c.id[:12])
@@ -101,6 +112,8 @@ class SandboxService:
 
     def on_user_network(self, c: Container) -> bool:
         for a in c.attachments:
+            if a.gateway_only:
+                continue
             net = self.registry.networks.get(a.network_id)
             if net is not None and user_defined(net):
                 return True
@@ -117,8 +130,11 @@ class SandboxService:
         a.network_id = net.id
         return net
 
-    def setup_sandbox(self, c: Container, undo: Undo) -> str | None:
-        """Namespace, endpoints, default route and /etc files; None for host mode."""
+    def setup_sandbox(self, c: Container, undo: Undo,
+                      claims: Mapping[str, Claim] | None = None) -> str | None:
+        """Namespace, endpoints, default route and /etc files; None for host mode.
+        ``claims``: the global networks' addresses, claimed beforehand (``GlobalEndpoints``)."""
+        c.attachments = [a for a in c.attachments if not a.gateway_only]
         etc = self.etc_dir(c)
         etc.mkdir(parents=True, exist_ok=True)
         if c.network_mode == "host":
@@ -132,16 +148,17 @@ class SandboxService:
         c.sandbox_key = path
         crash_point("start.namespace_made")
         if c.network_mode != "none":
-            for a in c.attachments:
-                self.join(c, a, path, undo)
+            for a in list(c.attachments):
+                self.join(c, a, path, undo, self._claim_for(a, claims))
                 crash_point("start.endpoint_joined")
+            self.update_gateway(c, undo)
             self.pick_default_route(c)
         self.write_etc_files(c)
         if self.on_user_network(c):
             self.resolver.sandbox_up(c, path)
             undo.push(self.resolver.sandbox_down, c)
         for a in c.attachments:
-            if a.endpoint is not None:
+            if a.endpoint is not None and not a.gateway_only:
                 net = self.registry.networks[a.network_id]
                 self.resolver.endpoint_up(c, net, a.endpoint)
                 undo.push(self.resolver.endpoint_down, c, net, a.endpoint)
@@ -157,11 +174,23 @@ class SandboxService:
             i += 1
         return f"eth{i}"
 
-    def join(self, c: Container, a: Attachment, ns_path: str, undo: Undo) -> Endpoint:
+    def _claim_for(self, a: Attachment, claims: Mapping[str, Claim] | None) -> Claim | None:
+        if not claims:
+            return None
+        net = self.registry.networks.get(a.network_id)
+        if net is None:
+            net = next((n for n in self.registry.networks.values()
+                        if a.network_id in (n.name, n.id)), None)
+        return claims.get(net.id) if net is not None else None
+
+    def join(self, c: Container, a: Attachment, ns_path: str, undo: Undo,
+             claim: Claim | None = None) -> Endpoint:
         net = self.resolve_attachment_network(a)
         drv = driver_of(self.drivers, net)
         if not drv.has_endpoints:
             raise Forbidden(f"container cannot be attached to network {net.name} in this mode")
+        if net.scope == "global":
+            return self._join_global(c, a, net, drv, ns_path, undo, claim)
         ep = Endpoint(id=new_id(), network_id=net.id, container_id=c.id,
                       ifname=self.next_ifname(c), mac=a.request.mac_address or random_mac())
         for p in net.pools:
@@ -175,13 +204,67 @@ class SandboxService:
                 ep.ipv6, ep.ipv6_prefixlen, ep.ipv6_gateway = self.ipam.allocate(
                     net, ep.id, 6, requested)
                 undo.push(self.ipam.release, net.id, ep.ipv6)
-        ep.dns_names = self.dns_names(c, net, a.request)
-        sb = Sandbox(c.id, ns_path)
+        ep.dns_names = [] if a.gateway_only else self.dns_names(c, net, a.request)
+        return self._attach(a, net, drv, ep, ns_path, undo)
+
+    def _join_global(self, c: Container, a: Attachment, net: Network, drv: Driver,
+                     ns_path: str, undo: Undo, claim: Claim | None) -> Endpoint:
+        """The endpoint ``claim`` describes: its address came from the cluster, and its
+        record is published already (``GlobalEndpoints.prepare``)."""
+        if claim is None or claim.network_id != net.id:
+            raise Unavailable(f"network {net.name} is global: its address must be claimed "
+                              "from the cluster first")
+        ep = Endpoint(id=claim.endpoint_id, network_id=net.id, container_id=c.id,
+                      ifname=self.next_ifname(c), mac=claim.mac, ipv4=claim.ipv4,
+                      ipv4_prefixlen=claim.prefixlen,
+                      dns_names=self.dns_names(c, net, a.request))
+        return self._attach(a, net, drv, ep, ns_path, undo)
+
+    def _attach(self, a: Attachment, net: Network, drv: Driver, ep: Endpoint, ns_path: str,
+                undo: Undo) -> Endpoint:
+        if not provides_gateway(drv):
+            ep.gateway = ep.ipv6_gateway = None  # no route through it (the overlay driver)
+        sb = Sandbox(ep.container_id, ns_path)
         drv.join(net, ep, sb)
         undo.push(drv.leave, net, ep, sb)
         a.endpoint = ep
         undo.push(setattr, a, "endpoint", None)
         return ep
+
+    # -- the gateway bridge (Docker's docker_gwbridge) ----------------------------------------
+
+    def needs_gateway(self, c: Container) -> bool:
+        """A live endpoint on a non-internal network that gives no default route (overlay),
+        and none on a network that gives one: outbound traffic needs the gateway bridge."""
+        wants = gives = False
+        for a in c.attachments:
+            net = self.registry.networks.get(a.network_id)
+            if a.gateway_only or a.endpoint is None or net is None or net.internal:
+                continue
+            drv = self.drivers.get(net.driver)
+            if drv is not None and not provides_gateway(drv):
+                wants = True
+            elif a.endpoint.gateway or a.endpoint.ipv6_gateway:
+                gives = True
+        return wants and not gives
+
+    def update_gateway(self, c: Container, undo: Undo) -> None:
+        """Join the gateway bridge when ``needs_gateway`` says so and leave it when not
+        (another network now gives the default route, the overlay went)."""
+        held = next((a for a in c.attachments if a.gateway_only), None)
+        need = self.gateway_network is not None and self.needs_gateway(c)
+        if need and held is None and self.gateway_network is not None:
+            gw = self.gateway_network()
+            a = Attachment(network_id=gw.id, gateway_only=True)
+            c.attachments.append(a)
+            undo.push(c.attachments.remove, a)
+            self.join(c, a, c.sandbox_key, undo)
+            self.pick_default_route(c)
+        elif not need and held is not None:
+            self.leave_endpoint(c, held, kernel=True)
+            c.attachments.remove(held)
+            self.free_endpoint(held)
+            self.pick_default_route(c)
 
     def pick_default_route(self, c: Container) -> None:
         """The first network (in connect order) with a gateway gives the default route."""
@@ -227,6 +310,13 @@ class SandboxService:
         ep = a.endpoint
         if ep is None:
             return
+        net = self.registry.networks.get(a.network_id)
+        if (net is None or net.scope == "global") and self.global_freed is not None:
+            # Its address and record live in etcd; released off the request path.
+            self.global_freed(a.network_id, ep.id, [x for x in (ep.ipv4, ep.ipv6) if x])
+            if net is not None:
+                a.endpoint = None
+                return
         for addr in (ep.ipv4, ep.ipv6):
             if not addr:
                 continue
@@ -260,5 +350,7 @@ class SandboxService:
         with self.store.transaction():
             for a in c.attachments:
                 self.free_endpoint(a)
+            # The gateway bridge is joined again at the next start if still needed.
+            c.attachments = [a for a in c.attachments if not a.gateway_only]
             if c.id in self.registry.containers:
                 self.registry.save_container(c)

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nsnet.drivers.base import Driver
+from nsnet.drivers.base import Driver, ProgramsPeers
 from nsnet.drivers.bridge import BridgeDriver
 from nsnet.drivers.macvlan import MacvlanDriver
 from nsnet.drivers.null import HostDriver, NullDriver
+from nsnet.drivers.overlay import OverlayDriver
 from nsnet.engine.cluster import Cluster
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerService
 from nsnet.engine.core import Engine, Services
 from nsnet.engine.embedded_dns import EmbeddedDNS
+from nsnet.engine.global_endpoints import GlobalEndpoints
 from nsnet.engine.global_networks import GlobalNetworks
 from nsnet.engine.networks import NetworkService
+from nsnet.engine.peers import PeerService
 from nsnet.engine.ports import Images, Kernel, Runtime, Store
 from nsnet.engine.reconcile import Reconciler
 from nsnet.engine.registry import Readers, Registry
@@ -55,6 +58,24 @@ def global_networks(cluster: Cluster, registry: Registry, drivers: dict[str, Dri
 
     return GlobalNetworks(cluster.kv, cluster.ipam, registry, drivers, resolver,
                           node_names=names, local_subnets=local_subnets)
+
+
+def global_endpoints(cluster: Cluster, registry: Registry, drivers: dict[str, Driver],
+                     sandboxes: SandboxService,
+                     embedded: EmbeddedDNS | None) -> GlobalEndpoints:
+    """The peer service over the overlay driver, fed by membership, telling the resolver of
+    remote endpoints; and this host's global endpoints over it."""
+    overlay = drivers["overlay"]
+    if not isinstance(overlay, ProgramsPeers):
+        raise TypeError("the overlay driver does not program peers")
+    peers = PeerService(cluster.kv, overlay, cluster.node_id, registry.networks)
+    if isinstance(overlay, OverlayDriver):
+        overlay.on_site = peers.site_made
+    cluster.on_nodes_change(peers.nodes_changed)
+    if embedded is not None:
+        peers.subscribe(embedded)
+    return GlobalEndpoints(cluster, peers, registry,
+                           lambda c, net, a: sandboxes.dns_names(c, net, a.request))
 
 
 def prepare_roots(config: EngineConfig) -> None:
@@ -91,6 +112,8 @@ def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None 
     registry = Registry(store)
     if drivers is None:
         drivers = default_drivers(kernel, lambda: list(registry.networks.values()))
+    if cluster is not None and "overlay" not in drivers:
+        drivers = {**drivers, "overlay": OverlayDriver(kernel, cluster.vtep)}
     embedded = EmbeddedDNS(config.host_resolv_conf, registry.networks.get, kernel.ns,
                            kernel.firewall.run_in_namespace) if dns else None
     resolver: ResolverHooks = embedded if embedded is not None else NoResolver()
@@ -106,10 +129,19 @@ def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None 
     sessions = Sessions(registry, runtime, readers)
     reconciler = Reconciler(registry, store, ipam, kernel, drivers, resolver, sandboxes,
                             containers, runtime)
+    glob = None
+    if cluster is not None:
+        glob = global_endpoints(cluster, registry, drivers, sandboxes, embedded)
+        sandboxes.gateway_network = networks.gateway_network
+        sandboxes.global_freed = glob.retire
+        connections.global_endpoints = containers.global_endpoints = glob
+        global_view = networks.global_networks
+        reconciler.global_synced = lambda: global_view is not None and global_view.synced
     services = Services(config=config, store=store, kernel=kernel, images=images,
                         runtime=runtime, drivers=drivers, registry=registry, networks=networks,
                         sandboxes=sandboxes, connections=connections, containers=containers,
-                        sessions=sessions, reconciler=reconciler, cluster=cluster)
+                        sessions=sessions, reconciler=reconciler, cluster=cluster,
+                        global_endpoints=glob)
     if cluster is not None:
         cluster.count_containers = lambda: sum(
             1 for c in registry.containers.values() if c.state.status == "running")

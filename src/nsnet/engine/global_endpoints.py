@@ -1,0 +1,224 @@
+"""This host's endpoints on global (overlay) networks: their addresses and their records.
+
+A local endpoint's address comes from the local store in the same transaction that saves the
+container; a global endpoint's comes from etcd (``GlobalIpam``), which cannot join that
+transaction and must be awaited. So a start or a connect does its cluster work *before* the
+synchronous kernel work: ``prepare`` claims each address and publishes the endpoint's record
+(``endpoints/<net>/<ep>``, with the MAC chosen now), then the sandbox service joins with that
+``Claim``. Publishing before the veth exists costs nothing (a peer entry towards an interface
+not up yet drops packets for a few ms) and starts the other hosts' programming ~70 ms earlier,
+during runc's start: convergence is bounded by the slower of the two, not their sum.
+
+Ending an endpoint never waits for etcd: ``retire`` is synchronous (the exit path, a
+disconnect and an undo call it), queues the record's withdrawal and the address's release, and
+a background task does them, retrying while etcd is away. After a restart the queue is gone;
+``sweep`` finds what it held (addresses this node holds that no live endpoint owns) and the peer
+service's own-record sync finds stale records, so nothing stays claimed for good.
+
+Every etcd failure in ``prepare`` is ``Unavailable`` (503): the start or connect fails cleanly,
+with what was claimed retired again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from nsnet.cluster.endpoints import EndpointRecord, endpoint_record
+from nsnet.engine.cluster import Cluster
+from nsnet.engine.peers import PeerService
+from nsnet.engine.registry import Registry
+from nsnet.errors import Unavailable
+from nsnet.kernel.links import random_mac
+from nsnet.model import Attachment, Container, Endpoint, Network, new_id
+
+log = logging.getLogger("nsnet.engine.global_endpoints")
+
+RETRY = 1.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``prepare`` got for one attachment: the endpoint's identity and address."""
+
+    network_id: str
+    endpoint_id: str
+    mac: str
+    ipv4: str
+    prefixlen: int
+
+
+@dataclass(frozen=True)
+class _Retired:
+    network_id: str
+    endpoint_id: str
+    addresses: tuple[str, ...]
+
+
+DnsNames = Callable[[Container, Network, Attachment], list[str]]
+
+
+class GlobalEndpoints:
+    """See the module docstring. ``dns_names`` gives the names an endpoint answers to (the
+    sandbox service's rule), so the record carries them to the other hosts' resolvers."""
+
+    def __init__(self, cluster: Cluster, peers: PeerService, registry: Registry,
+                 dns_names: DnsNames, *, retry: float = RETRY) -> None:
+        self.cluster = cluster
+        self.peers = peers
+        self.registry = registry
+        self.dns_names = dns_names
+        self._retry = retry
+        self._queue: list[_Retired] = []
+        self._wake = asyncio.Event()
+        self._inflight: set[str] = set()  # endpoint ids claimed, not yet attached
+        self._task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+
+    # ---- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """After reconcile: tell the peer service which records are this host's, start it,
+        and release (in the background, once etcd answers) what a previous run left."""
+        self.peers.adopt_own(self.live_records())
+        await self.peers.start()
+        self._task = asyncio.create_task(self._retire_loop(), name="nsnet-retire")
+        self._sweep_task = asyncio.create_task(self._sweep_loop(), name="nsnet-sweep")
+
+    async def stop(self) -> None:
+        for t in (self._task, self._sweep_task):
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+        self._task = self._sweep_task = None
+        await self.peers.stop()
+
+    def live_records(self) -> list[EndpointRecord]:
+        """The records of every endpoint this host holds on a global network now."""
+        out = []
+        for c in self.registry.containers.values():
+            for a in c.attachments:
+                ep = a.endpoint
+                net = self.registry.networks.get(a.network_id)
+                if ep is not None and self._is_global_endpoint(a, net):
+                    out.append(self._record(c, ep))
+        return out
+
+    @staticmethod
+    def _is_global_endpoint(a: Attachment, net: Network | None) -> bool:
+        # A network missing from the registry is a global one whose listing has not arrived
+        # (etcd was down at start): local networks are loaded from the local store first.
+        return net is None or net.scope == "global"
+
+    def _record(self, c: Container, ep: Endpoint) -> EndpointRecord:
+        return endpoint_record(self.cluster.node_id, self.cluster.vtep, c.id, c.name, ep)
+
+    # ---- start / connect --------------------------------------------------------------------
+
+    async def prepare(self, c: Container,
+                      wanted: Sequence[tuple[Attachment, Network]]) -> dict[str, Claim]:
+        """Claim an address and publish a record for each global network in ``wanted``;
+        by network id. ``Unavailable`` (503) when etcd cannot be reached, with every claim
+        made so far retired again."""
+        claims: dict[str, Claim] = {}
+        if not wanted:
+            return claims
+        if not self.cluster.reachable:
+            raise Unavailable("the cluster store cannot be reached: containers cannot join "
+                              "overlay networks until it answers")
+        try:
+            for a, net in wanted:
+                ep_id = new_id()
+                self._inflight.add(ep_id)
+                got = await self.cluster.ipam.allocate_address(
+                    net.id, ep_id, requested=a.request.ipv4_address or None,
+                    network_name=net.name)
+                claim = Claim(net.id, ep_id, (a.request.mac_address or random_mac()).lower(),
+                              got.address, got.prefixlen)
+                claims[net.id] = claim
+                ep = Endpoint(id=ep_id, network_id=net.id, container_id=c.id, ifname="",
+                              mac=claim.mac, ipv4=claim.ipv4, ipv4_prefixlen=claim.prefixlen,
+                              dns_names=self.dns_names(c, net, a))
+                await self.peers.publish_endpoint(self._record(c, ep))
+        except BaseException:
+            self.retire_claims(claims.values())
+            self.done(claims.values())
+            raise
+        return claims
+
+    def done(self, claims: Iterable[Claim]) -> None:
+        """The claims are attached (or retired): ``sweep`` may judge them by the registry."""
+        for cl in claims:
+            self._inflight.discard(cl.endpoint_id)
+
+    def retire_claims(self, claims: Iterable[Claim]) -> None:
+        for cl in claims:
+            self.retire(cl.network_id, cl.endpoint_id, [cl.ipv4])
+
+    # ---- ending -------------------------------------------------------------------------------
+
+    def retire(self, network_id: str, endpoint_id: str, addresses: Iterable[str]) -> None:
+        """Withdraw the record and release the addresses, off the request path; idempotent."""
+        self._queue.append(_Retired(network_id, endpoint_id, tuple(a for a in addresses if a)))
+        self._wake.set()
+
+    async def _retire_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                item = self._queue[0]
+                try:
+                    await self.peers.withdraw_endpoint(item.network_id, item.endpoint_id)
+                    for addr in item.addresses:
+                        await self.cluster.ipam.release_address(item.network_id, addr,
+                                                                item.endpoint_id)
+                except Unavailable as e:
+                    log.warning("releasing endpoint %s: %s (retrying)", item.endpoint_id[:12],
+                                e.message)
+                    await asyncio.sleep(self._retry)
+                    continue
+                except Exception:  # a bug must not stop every later release
+                    log.exception("releasing endpoint %s", item.endpoint_id[:12])
+                self._queue.pop(0)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the retire queue is empty (tests, shutdown); best effort."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._queue and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    # ---- after a restart ------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Release addresses this node holds that no live or in-flight endpoint owns (a
+        release queued before a restart); the number released."""
+        holders = await self.cluster.ipam.holders()
+        live = {a.endpoint.id for c in self.registry.containers.values()
+                for a in c.attachments if a.endpoint is not None}
+        live |= self._inflight
+        live |= {r.endpoint_id for r in self._queue}
+        released = 0
+        for h in holders:
+            mine = h.node_id == self.cluster.node_id and h.endpoint_id not in live
+            if mine and await self.cluster.ipam.release_address(h.network_id, h.address,
+                                                                h.endpoint_id):
+                released += 1
+        if released:
+            log.info("released %d overlay addresses no endpoint here holds", released)
+        return released
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+                return
+            except Unavailable:
+                await asyncio.sleep(self._retry)
+            except Exception:
+                log.exception("sweeping overlay addresses")
+                return
