@@ -4,8 +4,11 @@ networks)."""
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nsnet.dns.records import (
     ANSWER_MISS,
@@ -200,3 +203,172 @@ def test_link_aliases_are_private_to_the_linking_sandbox() -> None:
     assert r.lookup("s-other", "database", QTYPE_A).kind == MISS
     r.set_links("s-app", {})
     assert r.lookup("s-app", "database", QTYPE_A).kind == MISS
+
+
+# ---- remote endpoints (containers of an overlay network on other hosts, issue 10) ----------
+
+
+@pytest.fixture
+def overlay() -> Records:
+    """One overlay network "ov" with a local container (sb-a) and two on other hosts, and a
+    bridge network with a container (sb-b) that must see none of them."""
+    r = Records()
+    r.set_network_name("ov", "ovnet")
+    r.set_network_name("br", "bridge1")
+    r.set_endpoint("e-a", "ov", "sb-a", ["a", "api"], "10.0.0.2", None)
+    r.set_endpoint("e-b", "br", "sb-b", ["b"], "172.20.0.2", None)
+    r.set_remote_endpoint("ov", "e-r1", ["r1", "api", "0123456789ab"], "10.0.0.3", "fd00::3")
+    r.set_remote_endpoint("ov", "e-r2", ["r2"], "10.0.0.4", None)
+    return r
+
+
+def test_remote_names_answer_on_their_network_only(overlay: Records) -> None:
+    assert addrs(overlay, "sb-a", "r1") == ["10.0.0.3"]
+    assert addrs(overlay, "sb-a", "0123456789ab") == ["10.0.0.3"]
+    assert addrs(overlay, "sb-a", "r1", QTYPE_AAAA) == ["fd00::3"]
+    assert addrs(overlay, "sb-a", "r2.ovnet") == ["10.0.0.4"]
+    assert overlay.lookup("sb-a", "r2", QTYPE_AAAA).kind == NODATA
+    assert overlay.lookup("sb-b", "r1", QTYPE_A).kind == MISS
+    assert overlay.lookup("sb-b", "r1.ovnet", QTYPE_A).kind == MISS
+    assert len(overlay) == 2 and overlay.remote_count == 2
+
+
+def test_an_alias_shared_across_hosts_answers_every_holder(overlay: Records) -> None:
+    assert addrs(overlay, "sb-a", "api") == ["10.0.0.2", "10.0.0.3"]
+    overlay.set_remote_endpoint("ov", "e-r2", ["r2", "api"], "10.0.0.4", None)  # replaced
+    assert addrs(overlay, "sb-a", "api") == ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
+    overlay.remove_endpoint("e-a")  # the local holder goes; the remote ones stay
+    overlay.set_endpoint("e-a2", "ov", "sb-a", ["a2"], "10.0.0.9", None)
+    assert addrs(overlay, "sb-a", "api") == ["10.0.0.3", "10.0.0.4"]
+    overlay.remove_remote_endpoint("ov", "e-r1")
+    overlay.remove_remote_endpoint("ov", "e-r1")  # idempotent
+    assert addrs(overlay, "sb-a", "api") == ["10.0.0.4"]
+    assert overlay.lookup("sb-a", "r1", QTYPE_A).kind == MISS
+
+
+def test_remote_ptr(overlay: Records) -> None:
+    ans = overlay.lookup("sb-a", "3.0.0.10.in-addr.arpa", QTYPE_PTR)
+    assert ans.kind == HIT and ans.ptr == "r1.ovnet"
+    assert overlay.lookup("sb-b", "3.0.0.10.in-addr.arpa", QTYPE_PTR).kind == MISS
+    overlay.remove_remote_endpoint("ov", "e-r1")
+    assert overlay.lookup("sb-a", "3.0.0.10.in-addr.arpa", QTYPE_PTR).kind == MISS
+
+
+def test_remote_ids_never_touch_local_endpoints(overlay: Records) -> None:
+    """Another host's record may carry any ids: a local endpoint's id, an id it also uses on
+    another network. Neither replaces nor removes anything but that record."""
+    before = addrs(overlay, "sb-b", "b")
+    overlay.set_remote_endpoint("br", "e-b", ["b"], "172.20.0.99", None)  # a local id
+    overlay.set_remote_endpoint("ov", "e-a", ["x"], "10.0.0.50", None)
+    assert addrs(overlay, "sb-b", "b") == ["172.20.0.2", "172.20.0.99"]
+    overlay.remove_remote_endpoint("br", "e-b")
+    overlay.remove_remote_endpoint("ov", "e-a")
+    assert addrs(overlay, "sb-b", "b") == before and addrs(overlay, "sb-a", "a") == ["10.0.0.2"]
+    # one endpoint id on two networks: two records
+    overlay.set_remote_endpoint("ov2", "e-r1", ["r1"], "10.9.0.3", None)
+    overlay.remove_remote_endpoint("ov2", "e-r1")
+    assert addrs(overlay, "sb-a", "r1") == ["10.0.0.3"]
+    # removing a local endpoint by a remote one's id is a no-op for the remote one
+    overlay.remove_endpoint("e-r2")
+    assert addrs(overlay, "sb-a", "r2") == ["10.0.0.4"]
+
+
+def test_remote_endpoints_never_widen_a_scope(overlay: Records) -> None:
+    before = overlay.networks_of("sb-b")
+    overlay.set_remote_endpoint("ov", "e-r3", ["b", "r3"], "10.0.0.5", None)
+    assert overlay.networks_of("sb-b") == before == ["br"]
+    assert overlay.lookup("sb-b", "r3", QTYPE_A).kind == MISS
+    assert overlay.networks_of("e-r3") == []
+
+
+def test_remove_network_drops_its_remote_endpoints(overlay: Records) -> None:
+    overlay.remove_network("ov")
+    assert overlay.remote_count == 0
+    assert overlay.lookup("sb-a", "r1", QTYPE_A).kind == MISS
+    overlay.remove_sandbox("sb-a")
+    overlay.remove_sandbox("sb-b")
+    overlay.remove_network("br")
+    assert overlay.snapshot() == Records().snapshot()
+
+
+def test_remote_names_that_cannot_go_on_the_wire_are_left_out() -> None:
+    r = Records()
+    r.set_endpoint("e-a", "ov", "sb-a", ["a"], "10.0.0.2", None)
+    r.set_remote_endpoint("ov", "e-r", ["r", "a" * 64, "x..y", "ünï", "b" * 60 + ".c"],
+                          "10.0.0.3", None)
+    assert addrs(r, "sb-a", "r") == ["10.0.0.3"]
+    assert addrs(r, "sb-a", "b" * 60 + ".c") == ["10.0.0.3"]
+    for bad in ("a" * 64, "x..y", "ünï"):
+        assert r.lookup("sb-a", bad, QTYPE_A).kind == MISS
+    with pytest.raises(Invalid):  # addresses are checked as for local endpoints
+        r.set_remote_endpoint("ov", "e-r", ["r"], "fd00::1", None)
+    assert addrs(r, "sb-a", "r") == ["10.0.0.3"]  # a refused replacement leaves the old one
+
+
+# Small pools so that ids, names and addresses collide often: a local and a remote endpoint
+# with one id, one remote id on two networks, aliases and addresses shared.
+NETS = ["ov", "ov2", "br"]
+IDS = ["e1", "e2", "e3"]
+SANDBOXES = ["s1", "s2"]
+NAMES = ["web", "api", "db", "x"]
+_names = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)
+_v4 = st.sampled_from([None, "10.0.0.2", "10.0.0.3", "10.0.0.4"])
+_v6 = st.sampled_from([None, "fd00::2", "fd00::3"])
+_local_up = st.tuples(st.just("local_up"), st.sampled_from(IDS), st.sampled_from(NETS),
+                      st.sampled_from(SANDBOXES), _names, _v4, _v6)
+_remote_up = st.tuples(st.just("remote_up"), st.sampled_from(IDS), st.sampled_from(NETS),
+                       st.just(""), _names, _v4, _v6)
+_local_down = st.tuples(st.just("local_down"), st.sampled_from(IDS))
+_remote_down = st.tuples(st.just("remote_down"), st.sampled_from(IDS), st.sampled_from(NETS))
+_op = st.one_of(_local_up, _remote_up, _local_down, _remote_down)
+
+
+def _named() -> Records:
+    r = Records()
+    for n in NETS:
+        r.set_network_name(n, f"name-{n}")
+    return r
+
+
+def _every_answer(r: Records) -> dict[tuple[str, str, int], tuple[int, list[str]]]:
+    out = {}
+    for sb in SANDBOXES:
+        for net in ["", *(f".name-{n}" for n in NETS)]:
+            for name in NAMES:
+                for qtype in (QTYPE_A, QTYPE_AAAA):
+                    ans = r.lookup(sb, name + net, qtype)
+                    out[(sb, name + net, qtype)] = (ans.kind, sorted(ans.addresses))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_op, max_size=40))
+def test_any_interleaving_leaves_the_tables_of_a_fresh_build(ops: list[tuple[Any, ...]]) -> None:
+    """Local and remote endpoints going up and down in any order (replacing one another,
+    colliding in ids, names and addresses) leave exactly what building the final set afresh
+    gives: no leftover name, holder, PTR, network or scope."""
+    r = _named()
+    local: dict[str, tuple[Any, ...]] = {}
+    remote: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for op in ops:
+        if op[0] == "local_up":
+            _, ep, net, sb, names, v4, v6 = op
+            r.set_endpoint(ep, net, sb, names, v4, v6)
+            local[ep] = (net, sb, names, v4, v6)
+        elif op[0] == "remote_up":
+            _, ep, net, _sb, names, v4, v6 = op
+            r.set_remote_endpoint(net, ep, names, v4, v6)
+            remote[(net, ep)] = (names, v4, v6)
+        elif op[0] == "local_down":
+            r.remove_endpoint(op[1])
+            local.pop(op[1], None)
+        else:
+            r.remove_remote_endpoint(op[2], op[1])
+            remote.pop((op[2], op[1]), None)
+    fresh = _named()
+    for (net, ep), (names, v4, v6) in sorted(remote.items()):
+        fresh.set_remote_endpoint(net, ep, names, v4, v6)
+    for ep, (net, sb, names, v4, v6) in sorted(local.items()):
+        fresh.set_endpoint(ep, net, sb, names, v4, v6)
+    assert r.snapshot() == fresh.snapshot()
+    assert _every_answer(r) == _every_answer(fresh)

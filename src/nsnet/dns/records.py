@@ -10,6 +10,14 @@ read:
 * per sandbox, the tuple of networks it is attached to (its *scope*);
 * per network, ``{reverse-pointer name: endpoint}`` for PTR.
 
+Endpoints come in two kinds that share those tables. *Local* ones belong to a sandbox served here
+and so widen that sandbox's scope. *Remote* ones (``set_remote_endpoint``: containers on other
+hosts of an overlay network, told by the peer service) have no sandbox: they are only ever
+answered, never asked from, so they can add names to a network but can never change who sees
+which network. They are keyed by (network, endpoint) in a table of their own, so a record
+written by another host cannot replace or remove a local endpoint, nor one of another network,
+whatever ids it carries.
+
 A lookup for a name held by one endpoint on one network therefore costs two dict reads and returns
 a pre-built ``Answer`` without allocating. Writers pay for the bookkeeping instead; they are rare.
 
@@ -84,7 +92,7 @@ class _Endpoint:
         self,
         endpoint_id: str,
         network: _Network,
-        sandbox_id: str,
+        sandbox_id: str | None,
         names: tuple[str, ...],
         ipv4: str | None,
         ipv6: str | None,
@@ -164,6 +172,24 @@ def _clean_name(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
+def dns_name_ok(name: str) -> bool:
+    """Whether a cleaned name can go on the wire as it is: ASCII labels of 1 to 63 bytes, 253
+    in all. Local names are checked by the API; a remote host's are filtered with this, so a
+    name no query could ask for never reaches a PTR answer."""
+    if not name or len(name) > 253 or not name.isascii():
+        return False
+    return all(0 < len(label) <= 63 for label in name.split("."))
+
+
+def _clean_names(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    clean: list[str] = []
+    for n in names:
+        c = _clean_name(n)
+        if c and c not in clean:
+            clean.append(c)
+    return tuple(clean)
+
+
 def _clean_addr(addr: str | None, version: int) -> str | None:
     if addr is None or addr == "":
         return None
@@ -182,6 +208,8 @@ class Records:
     def __init__(self) -> None:
         self._networks: dict[str, _Network] = {}
         self._endpoints: dict[str, _Endpoint] = {}
+        # (network id, endpoint id) -> an endpoint on another host; never in a scope
+        self._remote: dict[tuple[str, str], _Endpoint] = {}
         self._links: dict[str, dict[str, str]] = {}
         # sandbox id -> endpoints of that sandbox (any network)
         self._sandbox_eps: dict[str, dict[str, _Endpoint]] = {}
@@ -213,27 +241,15 @@ class Records:
         ipv4: str | None,
         ipv6: str | None,
     ) -> None:
-        """Adds or replaces an endpoint. The first name is the one PTR answers with."""
+        """Adds or replaces a local endpoint. The first name is the one PTR answers with."""
         v4 = _clean_addr(ipv4, 4)
         v6 = _clean_addr(ipv6, 6)
-        clean: list[str] = []
-        for n in names:
-            c = _clean_name(n)
-            if c and c not in clean:
-                clean.append(c)
         if endpoint_id in self._endpoints:
             self.remove_endpoint(endpoint_id)
-        net = self._network(network_id)
-        ep = _Endpoint(endpoint_id, net, sandbox_id, tuple(clean), v4, v6)
+        ep = _Endpoint(endpoint_id, self._network(network_id), sandbox_id, _clean_names(names),
+                       v4, v6)
         self._endpoints[endpoint_id] = ep
-        for name in ep.names:
-            entry = net.names.get(name)
-            if entry is None:
-                entry = net.names[name] = _Name()
-            entry.endpoints.append(ep)
-            entry.invalidate()
-        for key in ep.ptr_keys:
-            net.ptrs.setdefault(key, []).append(ep)
+        self._index(ep)
         eps = self._sandbox_eps.setdefault(sandbox_id, {})
         eps[endpoint_id] = ep
         self._rebuild_scope(sandbox_id)
@@ -243,33 +259,45 @@ class Records:
         ep = self._endpoints.pop(endpoint_id, None)
         if ep is None:
             return
-        net = ep.network
-        for name in ep.names:
-            entry = net.names.get(name)
-            if entry is None:
-                continue
-            if ep in entry.endpoints:
-                entry.endpoints.remove(ep)
-            if entry.endpoints:
-                entry.invalidate()
-            else:
-                del net.names[name]
-        for key in ep.ptr_keys:
-            holders = net.ptrs.get(key)
-            if holders is None:
-                continue
-            if ep in holders:
-                holders.remove(ep)
-            if not holders:
-                del net.ptrs[key]
-        eps = self._sandbox_eps.get(ep.sandbox_id)
-        if eps is not None:
-            eps.pop(endpoint_id, None)
-            if not eps:
-                del self._sandbox_eps[ep.sandbox_id]
-        self._rebuild_scope(ep.sandbox_id)
-        if not net.names and not net.ptrs and net.name is None:
-            self._networks.pop(net.id, None)
+        self._unindex(ep)
+        sandbox_id = ep.sandbox_id
+        if sandbox_id is not None:
+            eps = self._sandbox_eps.get(sandbox_id)
+            if eps is not None:
+                eps.pop(endpoint_id, None)
+                if not eps:
+                    del self._sandbox_eps[sandbox_id]
+            self._rebuild_scope(sandbox_id)
+        self._drop_if_empty(ep.network)
+
+    def set_remote_endpoint(
+        self,
+        network_id: str,
+        endpoint_id: str,
+        names: list[str] | tuple[str, ...],
+        ipv4: str | None,
+        ipv6: str | None,
+    ) -> None:
+        """Adds or replaces an endpoint of another host on ``network_id``: its names answer for
+        the sandboxes attached to that network here, like a local endpoint's, and it joins the
+        round robin of every name it shares with others. Names that cannot go on the wire are
+        left out (``dns_name_ok``)."""
+        v4 = _clean_addr(ipv4, 4)
+        v6 = _clean_addr(ipv6, 6)
+        key = (network_id, endpoint_id)
+        self.remove_remote_endpoint(network_id, endpoint_id)
+        names_ok = tuple(n for n in _clean_names(names) if dns_name_ok(n))
+        ep = _Endpoint(endpoint_id, self._network(network_id), None, names_ok, v4, v6)
+        self._remote[key] = ep
+        self._index(ep)
+
+    def remove_remote_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        """Idempotent; touches nothing local, whatever the ids."""
+        ep = self._remote.pop((network_id, endpoint_id), None)
+        if ep is None:
+            return
+        self._unindex(ep)
+        self._drop_if_empty(ep.network)
 
     def remove_network(self, network_id: str) -> None:
         """Drops the network, its name and every endpoint still on it."""
@@ -278,6 +306,8 @@ class Records:
             return
         for ep in [e for e in self._endpoints.values() if e.network is net]:
             self.remove_endpoint(ep.id)
+        for key in [k for k, e in self._remote.items() if e.network is net]:
+            self.remove_remote_endpoint(*key)
         self._unindex_network_name(net)
         net.name = None
         self._networks.pop(network_id, None)
@@ -369,7 +399,45 @@ class Records:
         return [n.id for n in self._scope.get(sandbox_id, ())]
 
     def __len__(self) -> int:
+        """Local endpoints; ``remote_count`` says how many others answer beside them."""
         return len(self._endpoints)
+
+    @property
+    def remote_count(self) -> int:
+        return len(self._remote)
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything the tables hold, as plain sorted data: two ``Records`` fed the same final
+        set of endpoints in any order compare equal (the order of holders of one name or one
+        address is left out: it decides only which of two claimants of an address answers a
+        PTR). For tests and inspection; costs a walk over every table."""
+        def who(ep: _Endpoint) -> str:
+            return f"local:{ep.id}" if ep.sandbox_id is not None else f"remote:{ep.id}"
+
+        networks = {
+            net.id: {
+                "name": net.name,
+                "names": {n: sorted(who(e) for e in entry.endpoints)
+                          for n, entry in sorted(net.names.items())},
+                "ptrs": {k: sorted(who(e) for e in holders)
+                         for k, holders in sorted(net.ptrs.items())},
+            }
+            for net in sorted(self._networks.values(), key=lambda n: n.id)
+        }
+
+        def endpoint(ep: _Endpoint) -> tuple[object, ...]:
+            return (ep.network.id, ep.sandbox_id, ep.names, ep.ipv4, ep.ipv6)
+
+        return {
+            "networks": networks,
+            "by_name": {n: sorted(net.id for net in nets)
+                        for n, nets in sorted(self._by_name.items())},
+            "local": {i: endpoint(e) for i, e in sorted(self._endpoints.items())},
+            "remote": {f"{k[0]}/{k[1]}": endpoint(e) for k, e in sorted(self._remote.items())},
+            "sandboxes": {s: sorted(eps) for s, eps in sorted(self._sandbox_eps.items())},
+            "scopes": {s: sorted(n.id for n in scope) for s, scope in sorted(self._scope.items())},
+            "links": {s: dict(sorted(m.items())) for s, m in sorted(self._links.items())},
+        }
 
     # ---- internals -----------------------------------------------------------------------
 
@@ -378,6 +446,42 @@ class Records:
         if net is None:
             net = self._networks[network_id] = _Network(network_id)
         return net
+
+    def _index(self, ep: _Endpoint) -> None:
+        net = ep.network
+        for name in ep.names:
+            entry = net.names.get(name)
+            if entry is None:
+                entry = net.names[name] = _Name()
+            entry.endpoints.append(ep)
+            entry.invalidate()
+        for key in ep.ptr_keys:
+            net.ptrs.setdefault(key, []).append(ep)
+
+    def _unindex(self, ep: _Endpoint) -> None:
+        net = ep.network
+        for name in ep.names:
+            entry = net.names.get(name)
+            if entry is None:
+                continue
+            if ep in entry.endpoints:
+                entry.endpoints.remove(ep)
+            if entry.endpoints:
+                entry.invalidate()
+            else:
+                del net.names[name]
+        for key in ep.ptr_keys:
+            holders = net.ptrs.get(key)
+            if holders is None:
+                continue
+            if ep in holders:
+                holders.remove(ep)
+            if not holders:
+                del net.ptrs[key]
+
+    def _drop_if_empty(self, net: _Network) -> None:
+        if not net.names and not net.ptrs and net.name is None:
+            self._networks.pop(net.id, None)
 
     def _unindex_network_name(self, net: _Network) -> None:
         if net.name is None:

@@ -8,6 +8,15 @@ For each sandbox on a user-defined network, two sockets are opened *inside* its 
 It is handed what it needs and nothing more: a function that looks a network up by ID (to know
 whether a container is internal-only), the kernel's namespaces (to open sockets inside one)
 and its nft runner for a sandbox.
+
+It is also the peer service's ``RemoteListener`` (``nsnet.engine.peers``): containers of an
+overlay network on other hosts answer here like local ones, for the sandboxes attached to that
+network. What it was told stays in ``_remote`` (the truth); ``Records`` holds the records of
+the networks this host knows as global (``_shown``): another host's record naming a network
+this host does not have (yet), or a local network's id, answers for nobody. A network that
+arrives later (the global network mirror, a first local join) shows what it already has. A
+down removes only the record that was announced, so a late down cannot take a newer record
+with it.
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from nsnet.cluster.endpoints import EndpointRecord
 from nsnet.dns.records import Records
 from nsnet.dns.server import DNSServer
+from nsnet.errors import Invalid
 from nsnet.fds import raise_socket
 from nsnet.kernel.api import Namespaces
 from nsnet.kernel.firewall import RESOLVER_IP, sandbox_dns_plan
@@ -68,6 +79,10 @@ class EmbeddedDNS:
         # Sandbox id -> the task registering its sockets; updates wait for it.
         self._served: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        # Remote endpoints as announced: network id -> endpoint id -> record.
+        self._remote: dict[str, dict[str, EndpointRecord]] = {}
+        # Networks whose remote endpoints are in the records (known here, global scope).
+        self._shown: set[str] = set()
 
     def _server(self) -> DNSServer:
         if self.server is None:
@@ -153,6 +168,8 @@ class EmbeddedDNS:
         if net.name in PREDEFINED_NETWORKS:
             return
         self.records.set_network_name(net.id, net.name)
+        if net.id not in self._shown and net.scope == "global":
+            self._show(net)
         self.records.set_endpoint(ep.id, net.id, c.id, list(ep.dns_names), ep.ipv4, ep.ipv6)
         self.records.set_links(c.id, self._link_map(c))
         self._update(c)
@@ -163,6 +180,46 @@ class EmbeddedDNS:
 
     def network_removed(self, net: Network) -> None:
         self.records.remove_network(net.id)
+        self._remote.pop(net.id, None)
+        self._shown.discard(net.id)
+
+    # -- remote endpoints (RemoteListener) ----------------------------------------------------
+
+    def remote_endpoint_up(self, rec: EndpointRecord) -> None:
+        by_ep = self._remote.setdefault(rec.network_id, {})
+        if by_ep.get(rec.endpoint_id) == rec:
+            return
+        by_ep[rec.endpoint_id] = rec
+        if rec.network_id in self._shown:
+            self._set_remote(rec)
+            return
+        net = self.network(rec.network_id)
+        if net is not None and net.scope == "global":
+            self._show(net)
+
+    def remote_endpoint_down(self, rec: EndpointRecord) -> None:
+        by_ep = self._remote.get(rec.network_id)
+        if by_ep is None or by_ep.get(rec.endpoint_id) != rec:
+            return  # never announced, or replaced since: the newer record stays
+        del by_ep[rec.endpoint_id]
+        if not by_ep:
+            del self._remote[rec.network_id]
+        self.records.remove_remote_endpoint(rec.network_id, rec.endpoint_id)
+
+    def _show(self, net: Network) -> None:
+        """From now on ``net``'s remote endpoints answer: those already told go in at once."""
+        self._shown.add(net.id)
+        self.records.set_network_name(net.id, net.name)
+        for rec in self._remote.get(net.id, {}).values():
+            self._set_remote(rec)
+
+    def _set_remote(self, rec: EndpointRecord) -> None:
+        try:
+            self.records.set_remote_endpoint(rec.network_id, rec.endpoint_id,
+                                             rec.dns_names, rec.ipv4, rec.ipv6)
+        except Invalid as e:  # decode checked the addresses; a bug must not stop the others
+            log.warning("remote endpoint %s on %s not answered: %s", rec.endpoint_id[:12],
+                        rec.network_id[:12], e.message)
 
     async def close(self) -> None:
         if self.server is not None:
