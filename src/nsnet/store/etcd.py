@@ -3,8 +3,10 @@
 What each ``KV`` call is in etcd's terms; the transport (endpoints, failover, deadlines, TLS)
 is ``store.etcd_http``:
 
-- ``put``/``delete`` with ``expect_mod_revision`` are one ``Txn`` comparing the key's
-  ``mod_revision`` (an absent key compares as 0, so ``0`` means "create only");
+- ``put`` with ``expect_mod_revision`` and every ``delete`` are one ``Txn`` (``put``'s compare is
+  on the key's ``mod_revision``, an absent key comparing as 0, so ``0`` means "create only");
+- a transaction whose answer is lost (a member killed or hung, a leader election) is settled,
+  never reported as a failure it may not be: see "Lost answers" below;
 - ``get`` and ``get_prefix`` are linearizable ranges (the default): a host never reads older
   state than a write it has been told about;
 - ``watch`` keeps the revision after the last one it delivered and, when its stream breaks
@@ -12,6 +14,33 @@ is ``store.etcd_http``:
   ``watch_retry`` seconds; so a consumer sees every change once, in order, across a member's
   death. Past that it raises ``Unavailable`` and the consumer lists again when etcd is back.
   ``Compacted`` when the revision asked for is gone.
+
+Lost answers. etcd has no request ids, so a transaction sent again after its answer was lost
+may apply twice (a second claim of a key the first one took reports a ``Conflict`` for the
+caller's own write), and one reported failed may have landed, or may still land: a member
+that holds the proposal (a new leader that inherited it, a stopped member resumed) commits it
+later. So every transaction also compares one shared fence key (``fence_key``) against the
+revision this client last saw it at, and on a failure reads the fence back. On a lost answer
+the client:
+
+1. **fences**: a blind put of the fence key (replayed on every member until one takes it).
+   From that revision on, the lost transaction can never commit, because its fence compare
+   fails; so whether it landed is now settled, and it can only have landed between the
+   highest revision this client had seen before sending it and the fence;
+2. **reads that history**: a watch from that revision over the keys the transaction writes
+   (the fence among them, whose own put ends the search) yields every change in between; the
+   transaction landed at revision R if R holds exactly its puts (values and leases) and
+   deletes and nothing else of that key range, and its compares held at R - 1 (ranges read at
+   that revision);
+3. answers as if the answer had arrived (success with R's revision and deletions), or, if it
+   did not land, sends it again: fenced, it cannot also land late.
+
+Another client's in-flight transactions fail their fence compare when a fence moves; they see
+the new fence revision in the failure answer and are sent again, which is safe since they did
+not apply. Costs: nothing on the ordinary path (one compare and a failure-branch read in the
+same request, one read of the fence per client lifetime); a lost answer costs a put, a short
+watch and a few reads. When the cluster cannot be reached to fence, or the history is already
+compacted, the outcome is unknowable and the call is ``Unavailable`` saying so.
 """
 
 from __future__ import annotations
@@ -19,16 +48,20 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
-from nsnet.store.etcd_http import GatewayClient, TlsFiles
+from nsnet.store.etcd_http import AnswerLost, EtcdError, GatewayClient, TlsFiles
 from nsnet.store.kv import Compacted, KeyValue, WatchEvent, prefix_end
 
 if TYPE_CHECKING:
     from nsnet.cluster.config import ClusterConfig
 
-__all__ = ["EtcdKV"]
+__all__ = ["FENCE_KEY", "EtcdKV"]
+
+# Outside every prefix nsnet lists; written only by fences, never deleted (one key, forever).
+FENCE_KEY = "/nsnet/txn-fence"
 
 
 def _b64(raw: bytes) -> str:
@@ -67,6 +100,33 @@ def _compare(key: str, mod_revision: int) -> dict[str, Any]:
             "mod_revision": str(mod_revision)}
 
 
+@dataclass(frozen=True)
+class _Txn:
+    """A transaction as the caller meant it (the fence compare is added when sending)."""
+
+    compares: tuple[tuple[str, int], ...]
+    puts: tuple[tuple[str, bytes, int], ...]
+    deletes: tuple[str, ...]
+
+    def ops(self) -> list[dict[str, Any]]:
+        ops = [_put_op(k, v, lease) for k, v, lease in self.puts]
+        return ops + [{"request_delete_range": {"key": _key(k)}} for k in self.deletes]
+
+    def is_its_revision(self, events: list[WatchEvent]) -> bool:
+        """Whether one revision's changes (within the key range watched) are exactly ours."""
+        puts = {(e.kv.key, e.kv.value, e.kv.lease) for e in events if e.kind == "put"}
+        deleted = {e.kv.key for e in events if e.kind == "delete"}
+        return (puts == set(self.puts) and deleted <= set(self.deletes)
+                and len(puts) + len(deleted) == len(events) and bool(events))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    succeeded: bool
+    revision: int
+    deleted: int = 0
+
+
 class EtcdKV:
     """``KV`` over etcd's JSON gateway; one instance per daemon, shared by all its users."""
 
@@ -77,9 +137,17 @@ class EtcdKV:
         tls: TlsFiles | None = None,
         deadline: float = 2.5,
         watch_retry: float = 5.0,
+        txn_deadline: float = 6.0,
+        stream_probe: float = 5.0,
+        fence_key: str = FENCE_KEY,
     ) -> None:
-        self._gw = GatewayClient(endpoints, tls=tls, deadline=deadline)
+        self._gw = GatewayClient(endpoints, tls=tls, deadline=deadline,
+                                 stream_probe=stream_probe)
         self.watch_retry = watch_retry
+        self.txn_deadline = txn_deadline
+        self.fence_key = fence_key
+        self._fence: int | None = None  # the fence's mod_revision as last seen
+        self.lost_answers = 0  # settled by reading back: for tests and the curious
 
     @classmethod
     def from_config(cls, config: ClusterConfig) -> EtcdKV:
@@ -111,25 +179,24 @@ class EtcdKV:
         self, key: str, value: bytes, *, lease: int = 0, expect_mod_revision: int | None = None
     ) -> int:
         if expect_mod_revision is None:
+            # Safe to replay: the key ends up holding this value either way.
             answer = await self._gw.call("/v3/kv/put", _put_op(key, value, lease)["request_put"])
             return _revision(answer)
-        answer = await self._txn([_compare(key, expect_mod_revision)], [_put_op(key, value, lease)])
-        if not answer.get("succeeded"):
+        outcome = await self._apply(_Txn(((key, expect_mod_revision),), ((key, value, lease),),
+                                         ()))
+        if not outcome.succeeded:
             raise Conflict(f"{key}: changed by another writer (expected revision "
                            f"{expect_mod_revision})")
-        return _revision(answer)
+        return outcome.revision
 
     async def delete(self, key: str, *, expect_mod_revision: int | None = None) -> bool:
-        if expect_mod_revision is None:
-            answer = await self._gw.call("/v3/kv/deleterange", {"key": _key(key)})
-            return int(answer.get("deleted", 0)) > 0
-        op = {"request_delete_range": {"key": _key(key)}}
-        answer = await self._txn([_compare(key, expect_mod_revision)], [op])
-        if not answer.get("succeeded"):
+        # A transaction even when blind: replaying a delete that landed would report False.
+        compares = () if expect_mod_revision is None else ((key, expect_mod_revision),)
+        outcome = await self._apply(_Txn(compares, (), (key,)))
+        if not outcome.succeeded:
             raise Conflict(f"{key}: changed by another writer (expected revision "
                            f"{expect_mod_revision})")
-        deleted = answer["responses"][0].get("response_delete_range", {}).get("deleted", 0)
-        return int(deleted) > 0
+        return outcome.deleted > 0
 
     async def txn(
         self,
@@ -137,19 +204,100 @@ class EtcdKV:
         puts: Sequence[tuple[str, bytes, int]],
         deletes: Sequence[str],
     ) -> bool:
-        ops = [_put_op(k, v, lease) for k, v, lease in puts]
-        ops += [{"request_delete_range": {"key": _key(k)}} for k in deletes]
-        answer = await self._txn([_compare(k, r) for k, r in compares], ops)
-        return bool(answer.get("succeeded"))
+        outcome = await self._apply(_Txn(tuple(compares), tuple(puts), tuple(deletes)))
+        return outcome.succeeded
 
-    async def _txn(
-        self, compares: list[dict[str, Any]], success: list[dict[str, Any]]
-    ) -> dict[str, Any]:
+    async def _apply(self, t: _Txn) -> _Outcome:
+        """Send ``t`` until its outcome is known: answered, or settled after a lost answer."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.txn_deadline
+        while True:
+            fence = await self._fence_revision()
+            floor = self._gw.revision  # ``t`` can only commit above this
+            body = {"compare": [*(_compare(k, r) for k, r in t.compares),
+                                _compare(self.fence_key, fence)],
+                    "success": t.ops(),
+                    "failure": [{"request_range": {"key": _key(self.fence_key)}}]}
+            try:
+                answer = await self._gw.call("/v3/kv/txn", body, idempotent=False)
+            except NotFound as e:
+                raise NotFound(f"{e.message} (lease expired or revoked)") from e
+            except AnswerLost as lost:
+                self.lost_answers += 1
+                settled = await self._settle(t, fence, floor, lost)
+                if settled is not None:
+                    return settled
+                # It did not land, and the fence keeps it from landing late: send it again.
+            else:
+                if answer.get("succeeded"):
+                    return _Outcome(True, _revision(answer), _deleted(answer))
+                now = _fence_in(answer)
+                if now == fence:
+                    return _Outcome(False, _revision(answer))  # one of the caller's compares
+                self._fence = now  # someone fenced meanwhile: nothing applied, send again
+            if loop.time() >= end:
+                raise Unavailable("cluster store: a transaction was not applied: every attempt "
+                                  "within the deadline was lost (none of them landed)")
+
+    async def _fence_revision(self) -> int:
+        if self._fence is None:
+            held = await self.get(self.fence_key)  # also gives the client a revision floor
+            self._fence = held.mod_revision if held else 0
+        return self._fence
+
+    async def _settle(self, t: _Txn, fence: int, floor: int, lost: AnswerLost) -> _Outcome | None:
+        """The outcome of ``t``, whose answer was lost: None if it did not land."""
         try:
-            body = {"compare": compares, "success": success}
-            return await self._gw.call("/v3/kv/txn", body, idempotent=False)
-        except NotFound as e:
-            raise NotFound(f"{e.message} (lease expired or revoked)") from e
+            fenced = _revision(await self._gw.call(
+                "/v3/kv/put", {"key": _key(self.fence_key), "value": ""}))
+        except Unavailable as e:
+            raise Unavailable(f"{lost.message}; the cluster cannot be reached to learn whether "
+                              f"the write landed ({e.message}): read before retrying") from e
+        self._fence = max(self._fence or 0, fenced)
+        names = [k for k, _, _ in t.puts] + list(t.deletes) + [self.fence_key]
+        start, end = min(n.encode() for n in names), max(n.encode() for n in names) + b"\0"
+        try:
+            history = await asyncio.wait_for(self._history(start, end, floor + 1, fenced),
+                                             self._gw.deadline)
+            for revision in sorted(history):
+                if t.is_its_revision(history[revision]) and \
+                        await self._held_at((*t.compares, (self.fence_key, fence)),
+                                            revision - 1):
+                    deleted = sum(1 for e in history[revision] if e.kind == "delete")
+                    return _Outcome(True, revision, deleted)
+        except (TimeoutError, Unavailable, EtcdError) as e:
+            raise Unavailable(f"{lost.message}; whether the write landed could not be read "
+                              f"back ({e}): read before retrying") from e
+        return None
+
+    async def _history(self, start: bytes, end: bytes, first: int,
+                       fenced: int) -> dict[int, list[WatchEvent]]:
+        """Every change to keys in [start, end) from revision ``first`` to before ``fenced``,
+        by revision. The fence's own put at ``fenced`` is in the range and ends the read."""
+        create = {"key": _b64(start), "range_end": _b64(end), "start_revision": str(first)}
+        found: dict[int, list[WatchEvent]] = {}
+        stream = self._gw.stream("/v3/watch", {"create_request": create})
+        try:
+            async for msg in stream:
+                compacted = int(msg.get("compact_revision", 0))
+                if compacted:
+                    raise Compacted(compacted)
+                for event in (_event(e) for e in msg.get("events") or []):
+                    if event.kv.mod_revision >= fenced:
+                        return found
+                    found.setdefault(event.kv.mod_revision, []).append(event)
+        finally:
+            await stream.aclose()
+        raise Unavailable("cluster store: the history stream ended early")
+
+    async def _held_at(self, compares: Sequence[tuple[str, int]], revision: int) -> bool:
+        for key, expected in compares:
+            answer = await self._gw.call("/v3/kv/range",
+                                         {"key": _key(key), "revision": str(revision)})
+            kvs = answer.get("kvs") or []
+            if (_kv(kvs[0]).mod_revision if kvs else 0) != expected:
+                return False
+        return True
 
     async def grant(self, ttl: int) -> int:
         if ttl <= 0:
@@ -235,3 +383,16 @@ class EtcdKV:
 
 def _revision(answer: dict[str, Any]) -> int:
     return int(answer.get("header", {}).get("revision", 0))
+
+
+def _deleted(answer: dict[str, Any]) -> int:
+    return sum(int(r.get("response_delete_range", {}).get("deleted", 0))
+               for r in answer.get("responses") or [])
+
+
+def _fence_in(answer: dict[str, Any]) -> int:
+    """The fence's mod_revision as a failed transaction's failure branch read it."""
+    for r in answer.get("responses") or []:
+        kvs = r.get("response_range", {}).get("kvs") or []
+        return _kv(kvs[0]).mod_revision if kvs else 0
+    return 0

@@ -9,19 +9,25 @@ moves JSON; ``store.etcd`` knows what the calls mean.
 The daemon's event loop must never hang on etcd, so:
 
 - every unary call has one deadline for all its attempts (``deadline``, default 2.5 s), after
-  which it is ``errors.Unavailable``; each connect has its own shorter timeout so a dead
-  member leaves time to try the next;
+  which it is ``errors.Unavailable``; each attempt has its own shorter timeout
+  (``attempt_timeout``) and each connect a shorter one still, so a dead or hung member leaves
+  time to try the next, and the next call starts at the member after the one that failed;
 - a call moves on to the next endpoint when the member could not take it (connection refused
-  or timed out, or the member answered that it cannot serve: no leader, gRPC code 14 / 4), or,
-  for a call that may safely run twice (reads, lease calls, a blind put or delete), whenever
-  its answer was lost. A transaction whose answer was lost after sending is ``Unavailable``
-  at once: replaying a compare-and-swap that did commit would report a ``Conflict`` for the
-  caller's own write, so the caller must re-read and decide;
+  or timed out, the request not written, or the member answered "no leader"), or, for a call
+  that may safely run twice (reads, lease calls, a blind put), whenever its answer was lost.
+  A call that may not run twice (a transaction) whose answer was lost after sending, or that
+  got an ambiguous error (etcd's "request timed out" and "leader changed" may come after the
+  write committed), raises ``AnswerLost`` at once: ``store.etcd`` finds out whether it landed;
 - streams (watches) get TCP keepalives, so a member that vanishes without closing the
-  connection (its host powered off) is noticed in ~10 s rather than never.
+  connection (its host powered off) is noticed in ~10 s rather than never; and a stream quiet
+  for ``stream_probe`` seconds has its member asked a linearizable read, so a member that hangs
+  (stopped, or cut off from its quorum: the kernel still acknowledges keepalives for it) is
+  left within a few seconds instead of silently delivering nothing.
 
 The endpoint that answered last is tried first next time, so a healthy cluster costs one
-connection, reused (HTTP keep-alive).
+connection, reused (HTTP keep-alive). ``revision`` is the highest store revision any answer
+carried: every write sent after that answer arrived commits above it, which bounds the history
+``store.etcd`` searches after a lost answer.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import asyncio
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +44,7 @@ import aiohttp
 
 from nsnet.errors import Invalid, NotFound, SystemError_, Unavailable
 
-__all__ = ["EtcdError", "GatewayClient", "TlsFiles"]
+__all__ = ["AnswerLost", "EtcdError", "GatewayClient", "TlsFiles"]
 
 # gRPC status codes as the gateway reports them (``{"code": n, "message": ...}``).
 _GRPC_INVALID = 3
@@ -46,6 +52,9 @@ _GRPC_DEADLINE = 4
 _GRPC_NOT_FOUND = 5
 _GRPC_UNAVAILABLE = 14
 _RETRY_ELSEWHERE = {_GRPC_DEADLINE, _GRPC_UNAVAILABLE}
+# The one refusal that etcd gives before proposing anything (its gRPC interceptor), so a
+# write refused with it certainly did not land.
+_NO_LEADER = "etcdserver: no leader"
 
 
 class EtcdError(SystemError_):
@@ -89,6 +98,12 @@ def _keepalive_socket(addr_info: Any) -> socket.socket:
     return sock
 
 
+class AnswerLost(Unavailable):
+    """A request that must not run twice was sent and its answer lost (or was ambiguous): it
+    may or may not have been applied, and may even still be applied later by a member that
+    holds it. Only the caller can settle that (``store.etcd`` fences and reads back)."""
+
+
 class _TryElsewhere(Exception):
     """This endpoint cannot serve now and the request was not applied. ``refused``: nobody
     listens there (the member is down), as opposed to a member that is up but busy."""
@@ -109,6 +124,7 @@ class GatewayClient:
         deadline: float = 2.5,
         connect_timeout: float = 1.0,
         attempt_timeout: float = 0.8,
+        stream_probe: float = 5.0,
     ) -> None:
         if not endpoints:
             raise Invalid("no etcd endpoint given")
@@ -118,6 +134,8 @@ class GatewayClient:
         self.deadline = deadline
         self.connect_timeout = connect_timeout
         self.attempt_timeout = attempt_timeout
+        self.stream_probe = stream_probe
+        self.revision = 0
         self._ssl: ssl.SSLContext | bool = ctx if ctx is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._current = 0
@@ -136,7 +154,8 @@ class GatewayClient:
         self, path: str, body: dict[str, Any], *, idempotent: bool = True
     ) -> dict[str, Any]:
         """The decoded answer of ``POST <endpoint><path>``; ``Unavailable`` when no endpoint
-        answers within the deadline. ``idempotent=False``: never replayed once sent."""
+        answers within the deadline. ``idempotent=False``: never replayed once sent, and
+        ``AnswerLost`` when sent and not answered."""
         loop = asyncio.get_running_loop()
         end = loop.time() + self.deadline
         last = "no endpoint tried"
@@ -150,22 +169,32 @@ class GatewayClient:
                 left = end - loop.time()
                 if left <= 0:
                     raise Unavailable(f"cluster store unreachable ({last})")
-                # A call we may replay gets a short attempt: a member that forwarded it to a
-                # leader that just died never answers, and the next member will, once elected.
-                wait = min(left, self.attempt_timeout) if idempotent else left
+                # A short attempt: a member that forwarded the request to a leader that just
+                # died (or that is stopped itself) never answers, and the next member will,
+                # once a leader is elected.
+                wait = min(left, self.attempt_timeout)
                 try:
                     answer = await self._post(self.endpoints[i], path, body, wait, idempotent)
                 except _TryElsewhere as e:
                     last = f"{self.endpoints[i]}: {e}"
                     all_refused = all_refused and e.refused
                     continue
+                except AnswerLost:
+                    self._skip(i)
+                    raise
                 self._current = i
+                self.revision = max(self.revision, _header_revision(answer))
                 return answer
             if all_refused:  # every member is down: say so now, not at the deadline
                 raise Unavailable(f"cluster store unreachable ({last})")
             # Members are up but none could serve (electing a leader): go round again while
             # the deadline allows.
             await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
+
+    def _skip(self, i: int) -> None:
+        """Start the next call after member ``i``, which just failed us."""
+        if self._current == i:
+            self._current = (i + 1) % len(self.endpoints)
 
     async def _post(
         self, endpoint: str, path: str, body: dict[str, Any], left: float, idempotent: bool
@@ -183,22 +212,32 @@ class GatewayClient:
             if idempotent or _not_sent(e):  # e.g. a pooled connection to a member now gone
                 raise _TryElsewhere(repr(e)) from e
             # Sent, then lost: the write may have committed, so do not replay it elsewhere.
-            raise Unavailable(f"cluster store: no answer from {endpoint} ({e!r})") from e
-        return _decode(raw, resp.status, endpoint)
+            raise AnswerLost(f"cluster store: no answer from {endpoint} ({e!r})") from e
+        try:
+            return _decode(raw, resp.status, endpoint)
+        except _TryElsewhere as e:
+            if idempotent or _NO_LEADER in str(e):  # refused before anything was proposed
+                raise
+            raise AnswerLost(f"cluster store: {endpoint} answered {e}") from e
 
     async def stream(
         self, path: str, body: dict[str, Any]
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The messages of a streaming call (a watch) from the first endpoint that takes it.
-        Ends with ``Unavailable`` when the stream breaks; the caller resumes."""
+        Ends with ``Unavailable`` when the stream breaks or its member stops answering; the
+        caller resumes."""
         last = "no endpoint tried"
         for i in self._order():
             endpoint = self.endpoints[i]
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout,
+                                            sock_read=None)
             try:
-                resp = await self._http().post(endpoint + path, json=body, timeout=timeout)
+                resp = await asyncio.wait_for(
+                    self._http().post(endpoint + path, json=body, timeout=timeout),
+                    self.attempt_timeout + self.connect_timeout)
             except (aiohttp.ClientError, TimeoutError) as e:
                 last = f"{endpoint}: {e!r}"
+                self._skip(i)
                 continue
             async with resp:
                 try:
@@ -209,18 +248,59 @@ class GatewayClient:
                     continue
                 self._current = i
                 try:
-                    async for line in resp.content:
+                    async for line in self._lines(resp, endpoint):
                         if line.strip():
-                            yield _decode(line, 200, endpoint)
+                            message = _decode(line, 200, endpoint)
+                            self.revision = max(self.revision, _header_revision(message))
+                            yield message
                 except (aiohttp.ClientError, TimeoutError, _TryElsewhere) as e:
-                    raise Unavailable(f"cluster store: watch stream from {endpoint} broke") from e
+                    self._skip(i)
+                    raise Unavailable(f"cluster store: watch stream from {endpoint} broke "
+                                      f"({e})") from e
             raise Unavailable(f"cluster store: {endpoint} closed the watch stream")
         raise Unavailable(f"cluster store unreachable ({last})")
+
+    async def _lines(self, resp: aiohttp.ClientResponse, endpoint: str) -> AsyncIterator[bytes]:
+        """The stream's lines; after ``stream_probe`` quiet seconds the member is asked a
+        linearizable read (a quiet watch is normal, a member that cannot answer it is not).
+
+        The pending read is never cancelled while the member is healthy: aiohttp drops a
+        partly read line when ``readline`` is cancelled.
+        """
+        pending: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(resp.content.readline())
+                done, _ = await asyncio.wait({pending}, timeout=self.stream_probe)
+                if not done:
+                    await self._probe(endpoint)
+                    continue
+                line = pending.result()
+                pending = None
+                if not line:
+                    return
+                yield line
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    async def _probe(self, endpoint: str) -> None:
+        """``_TryElsewhere`` unless ``endpoint`` serves a linearizable read in time."""
+        await self._post(endpoint, "/v3/kv/range", {"key": "AA==", "count_only": True},
+                         self.attempt_timeout, True)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _header_revision(answer: dict[str, Any]) -> int:
+    try:
+        return int(answer.get("header", {}).get("revision", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _not_sent(e: BaseException) -> bool:
