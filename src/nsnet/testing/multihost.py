@@ -307,3 +307,93 @@ class LabOverlay:
         for links in self._host_links.values():
             links.close()
         self._host_links.clear()
+
+
+# -- Overlay containers (issue 10, tests/multihost/test_overlay_containers.py) ----------------
+#
+# Readers and stand-ins for the end-to-end tests of containers on overlay networks. They read
+# what the daemons made (overlay namespaces, etcd) with tools of their own, never through the
+# daemon under test, and give the lab a world "outside" the hosts that is still only a
+# namespace of the lab.
+
+OUTSIDE_ROUTER = "192.0.2.1"  # the hosts' default gateway on the underlay
+OUTSIDE_TARGET = "198.51.100.7"  # TEST-NET-2: "the internet", an address of the outside namespace
+
+
+def add_outside(the_lab: Lab) -> TestHost:
+    """A namespace on the switch standing in for the world beyond the hosts: it is every
+    host's default gateway (192.0.2.1) and owns ``OUTSIDE_TARGET``, and it has no route to any
+    container subnet. So a reply from it reaches a container only if the host masqueraded the
+    request to its underlay address: a successful ping is itself evidence of NAT, and nothing
+    ever leaves the lab."""
+    ns = the_lab.namespace("out")
+    _join_switch(the_lab.switch, ns, "pout", [OUTSIDE_ROUTER])
+    sh("ip", "-n", ns.name, "addr", "add", f"{OUTSIDE_TARGET}/32", "dev", "lo")
+    for h in the_lab.hosts:
+        sh("ip", "-n", h.ns.name, "route", "replace", "default", "via", OUTSIDE_ROUTER)
+    return ns
+
+
+@contextlib.contextmanager
+def capture(ns_name: str, ifname: str, bpf: Sequence[str], count: int = 1,
+            timeout: float = 10.0) -> Iterator[list[str]]:
+    """tcpdump in a lab namespace while the block runs; the list is filled with the packets
+    seen (one line each) when the block ends. Waits until tcpdump listens before yielding, so
+    a packet sent inside the block is not missed."""
+    proc = subprocess.Popen(["ip", "netns", "exec", ns_name, "tcpdump", "-l", "-n", "-i",
+                             ifname, "-c", str(count), *bpf],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    said = ""
+    while "listening on" not in said:
+        line = proc.stderr.readline()  # "verbose output suppressed", then "listening on"
+        if not line:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError(f"tcpdump in {ns_name} did not start: {said}")
+        said += line
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        lines.extend(out.splitlines())
+
+
+def overlay_entries(h: LabHost, vni: int) -> tuple[dict[str, str], dict[str, str]]:
+    """(neighbours ip -> mac, FDB mac -> VTEP) on ``vx-<vni>`` in ``h``'s overlay namespace,
+    as ``ip`` and ``bridge`` read them; both empty when the host has no such namespace (never
+    made, or removed with the network). Only permanent neighbours count: they are the ones
+    the peer service programs."""
+    import json  # here, so this block stays apart from the lab above it
+    assert h.daemon is not None
+    ns = h.daemon.exec_root / "overlay" / f"ov-{vni}"
+    if not ns.exists():
+        return {}, {}
+    dev = f"vx-{vni}"
+    neigh_out = sh("nsenter", f"--net={ns}", "ip", "-j", "neigh", "show", "dev", dev,
+                   check=False).stdout
+    fdb_out = sh("nsenter", f"--net={ns}", "bridge", "-j", "fdb", "show", "dev", dev,
+                 check=False).stdout
+    neigh = {str(n["dst"]): str(n.get("lladdr", "")).lower()
+             for n in json.loads(neigh_out or "[]") if "PERMANENT" in n.get("state", [])}
+    fdb = {str(f["mac"]).lower(): str(f["dst"]) for f in json.loads(fdb_out or "[]")
+           if "dst" in f}
+    return neigh, fdb
+
+
+def etcdctl(the_lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """etcdctl against every member of the lab's etcd, run from the etcd namespace."""
+    assert the_lab.etcd is not None and the_lab.etcd_ns is not None
+    return sh("etcdctl", "--dial-timeout", "2s", "--command-timeout", "5s", "--endpoints",
+              ",".join(the_lab.etcd.endpoints), *args, ns=the_lab.etcd_ns.name, check=check)
+
+
+def etcd_keys(the_lab: Lab, prefix: str) -> list[str]:
+    """Keys under ``prefix`` as etcd itself lists them."""
+    out = etcdctl(the_lab, "get", "--prefix", "--keys-only", prefix).stdout
+    return [k for k in out.splitlines() if k]
