@@ -130,6 +130,9 @@ class GlobalNetworks:
         self._sleep = sleep
         self._task: asyncio.Task[None] | None = None
         self.synced = False  # a full listing has been applied since the last break
+        # Waits for this host's endpoint releases in flight (engine/global_endpoints.py), so
+        # `docker rm -f c && docker network rm ov` does not meet c's own record.
+        self.settle: Callable[[], Awaitable[None]] | None = None
 
     # ---- the mirror ------------------------------------------------------------------------
 
@@ -303,6 +306,8 @@ class GlobalNetworks:
             desc = ", ".join(f'name:"{c.name}" id:"{c.short_id}"' for c in users)
             raise Forbidden(f"error while removing network: network {net.name} id {net.id} has "
                             f"active endpoints ({desc})")
+        if self.settle is not None:
+            await self.settle()
         hosts = await self.users_elsewhere(net)
         if hosts:
             raise Forbidden(f"error while removing network: network {net.name} id {net.id} has "

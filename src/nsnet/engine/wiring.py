@@ -136,6 +136,8 @@ def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None 
         sandboxes.global_freed = glob.retire
         connections.global_endpoints = containers.global_endpoints = glob
         global_view = networks.global_networks
+        if global_view is not None:
+            global_view.settle = glob.flush
         reconciler.global_synced = lambda: global_view is not None and global_view.synced
     services = Services(config=config, store=store, kernel=kernel, images=images,
                         runtime=runtime, drivers=drivers, registry=registry, networks=networks,
