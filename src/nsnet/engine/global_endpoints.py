@@ -32,12 +32,22 @@ from nsnet.engine.cluster import Cluster
 from nsnet.engine.peers import PeerService
 from nsnet.engine.registry import Registry
 from nsnet.errors import Unavailable
-from nsnet.kernel.links import random_mac
 from nsnet.model import Attachment, Container, Endpoint, Network, new_id
 
 log = logging.getLogger("nsnet.engine.global_endpoints")
 
 RETRY = 1.0
+
+
+def mac_from_ip(ipv4: str) -> str:
+    """``02:42`` and the address's four bytes, as Docker's overlay driver makes them.
+
+    Derived, not random, because remote containers cannot be told of a new MAC: nothing is
+    flooded across hosts, so a gratuitous ARP from a new endpoint never leaves its host, and
+    a container elsewhere that talked to the address's previous holder would keep sending to
+    the old MAC until its neighbour entry went stale (~30 s). The same address always has
+    the same MAC, so a reused address is reached at once."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ipv4.split("."))
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,8 @@ class GlobalEndpoints:
                 got = await self.cluster.ipam.allocate_address(
                     net.id, ep_id, requested=a.request.ipv4_address or None,
                     network_name=net.name)
-                claim = Claim(net.id, ep_id, (a.request.mac_address or random_mac()).lower(),
-                              got.address, got.prefixlen)
+                mac = a.request.mac_address or mac_from_ip(got.address)
+                claim = Claim(net.id, ep_id, mac.lower(), got.address, got.prefixlen)
                 claims[net.id] = claim
                 ep = Endpoint(id=ep_id, network_id=net.id, container_id=c.id, ifname="",
                               mac=claim.mac, ipv4=claim.ipv4, ipv4_prefixlen=claim.prefixlen,
