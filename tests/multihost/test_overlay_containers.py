@@ -60,6 +60,7 @@ def logged_lab(n_hosts: int, **kw: Any) -> Iterator[Lab]:
     the failure): the evidence a failure report needs."""
     with lab(n_hosts, **kw) as the_lab:
         try:
+            wait_for_cluster(the_lab)
             yield the_lab
         except BaseException:
             for h in the_lab.hosts:
@@ -71,6 +72,23 @@ def logged_lab(n_hosts: int, **kw: Any) -> Iterator[Lab]:
 def client(h: LabHost) -> Client:
     assert h.daemon is not None
     return h.daemon.client()
+
+
+def wait_for_cluster(the_lab: Lab) -> None:
+    """Every daemon sees every host ready. The daemons start even when etcd answers slowly
+    (registering later); a test of containers starts from a formed cluster, as a user does."""
+    want = {h.address for h in the_lab.hosts}
+
+    def formed() -> bool:
+        for h in the_lab.hosts:
+            try:
+                nodes = client(h).nodes()
+            except APIError:
+                return False
+            if {n["VTEP"] for n in nodes if n["Status"] == "ready"} != want:
+                return False
+        return True
+    eventually(formed, "every host sees the whole cluster ready", timeout=20, interval=0.2)
 
 
 def eventually(cond: Callable[[], bool], what: str, timeout: float = 5.0,
@@ -424,8 +442,10 @@ def test_connect_and_disconnect_a_running_container() -> None:
         except AssertionError as e:
             raise AssertionError(
                 f"{e}; b was {ip_b}/{mac_b}, is {ip_b2}/{mac_b2}; h1's peers "
-                f"{peers_of(h1, vni)}; a's neighbours: "
-                f"{in_sandbox(h1, a, 'ip', 'neigh', 'show', 'dev', 'eth0')!r}") from None
+                f"{peers_of(h1, vni)}; h2's peers {peers_of(h2, vni)}; a's neighbours: "
+                f"{in_sandbox(h1, a, 'ip', 'neigh', 'show', 'dev', 'eth0')!r}; b's: "
+                f"{in_sandbox(h2, b, 'ip', 'neigh', 'show', 'dev', 'eth1')!r}; a -> b "
+                f"{pings(h1, a, ip_b2)}, b -> a {pings(h2, b, ip_a)}") from None
 
 
 # -- 6. a host killed ------------------------------------------------------------------------
