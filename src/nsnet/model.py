@@ -17,6 +17,8 @@ PREDEFINED_NETWORKS = ("bridge", "host", "none")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Docker also refuses "default" as a name: it is the alias of the default network mode.
 RESERVED_NETWORK_NAMES = ("bridge", "host", "none", "default")
+# The local bridge that gives overlay containers their way out (Docker's docker_gwbridge).
+GATEWAY_NETWORK = "nsnet_gwbridge"
 
 
 def new_id() -> str:

@@ -10,6 +10,8 @@ the container's lock so no start or stop interleaves, then does the same synchro
 
 from __future__ import annotations
 
+import logging
+
 from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.global_endpoints import Claim, GlobalEndpoints
 from nsnet.engine.ports import Store
@@ -19,6 +21,8 @@ from nsnet.engine.sandboxes import SandboxService, user_defined, validate_endpoi
 from nsnet.engine.undo import Undo
 from nsnet.errors import Forbidden, NotFound, Unavailable
 from nsnet.model import Attachment, Container, EndpointRequest, Network
+
+log = logging.getLogger("nsnet.engine")
 
 
 class ConnectionService:
@@ -95,7 +99,8 @@ class ConnectionService:
                 undo.push(c.attachments.remove, a)
             ep = self.sandboxes.join(c, a, c.sandbox_key, undo, claim)
             crash_point("connect.endpoint_joined")
-            self.sandboxes.update_gateway(c, undo)
+            self.sandboxes.join_gateway(c, undo)
+            self.sandboxes.move_route_off_gateway(c, undo)
             self.sandboxes.pick_default_route(c)
             self.resolver.endpoint_up(c, net, ep)
             undo.push(self.resolver.endpoint_down, c, net, ep)
@@ -106,6 +111,18 @@ class ConnectionService:
             crash_point("connect.sandbox_updated")
             self.registry.save_container(c)
         crash_point("connect.saved")
+        self._drop_gateway(c)
+
+    def _drop_gateway(self, c: Container) -> None:
+        """After a committed connect or disconnect: the gateway bridge goes if another
+        network gives the default route now or the overlay went (best effort, logged)."""
+        try:
+            with self.store.transaction():
+                if self.sandboxes.drop_gateway(c):
+                    self.registry.save_container(c)
+        except Exception:
+            log.exception("leaving the gateway bridge of %s (it goes at its next start)",
+                          c.short_id)
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
         c = self.registry.find_container(c_ref)
@@ -125,11 +142,15 @@ class ConnectionService:
                             "created in host network mode")
         self.registry.not_busy(c)
         a = c.attachment(net.id)
-        if a is None:
+        if a is None or a.gateway_only:
             raise Forbidden(f"container {c.id} is not connected to network {net.name}")
         if a.endpoint is not None:
             was_gateway = a.endpoint.default_route
             was_user = self.sandboxes.on_user_network(c)
+            # The gateway bridge first, if leaving ``a`` makes it needed: a failure here
+            # changes nothing; once joined it is saved with the disconnect below.
+            with Undo() as undo:
+                self.sandboxes.join_gateway(c, undo, without=a)
             self.sandboxes.leave_endpoint(c, a, kernel=True)
             crash_point("disconnect.kernel_left")
             c.attachments.remove(a)
@@ -137,11 +158,11 @@ class ConnectionService:
                 self.sandboxes.pick_default_route(c)
             # Only now, with the kernel done: the address is free exactly when the stored
             # container stops using it.
-            with Undo() as undo, self.store.transaction():
+            with self.store.transaction():
                 self.sandboxes.free_endpoint(a)
-                self.sandboxes.update_gateway(c, undo)
                 self.registry.save_container(c)
             crash_point("disconnect.saved")
+            self._drop_gateway(c)
             if not self.sandboxes.on_user_network(c):
                 self.resolver.sandbox_down(c)
             self.sandboxes.write_etc_files(

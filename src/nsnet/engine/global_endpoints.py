@@ -31,7 +31,7 @@ from nsnet.cluster.endpoints import EndpointRecord, endpoint_record
 from nsnet.engine.cluster import Cluster
 from nsnet.engine.peers import PeerService
 from nsnet.engine.registry import Registry
-from nsnet.errors import Unavailable
+from nsnet.errors import NsnetError, Unavailable
 from nsnet.model import Attachment, Container, Endpoint, Network, new_id
 
 log = logging.getLogger("nsnet.engine.global_endpoints")
@@ -66,6 +66,9 @@ class _Retired:
     network_id: str
     endpoint_id: str
     addresses: tuple[str, ...]
+    # The claim's answer never came (etcd failed mid-request): whatever address the
+    # endpoint holds is looked up and released.
+    any_address: bool = False
 
 
 DnsNames = Callable[[Container, Network, Attachment], list[str]]
@@ -140,13 +143,16 @@ class GlobalEndpoints:
         if not self.cluster.reachable:
             raise Unavailable("the cluster store cannot be reached: containers cannot join "
                               "overlay networks until it answers")
+        ep_id = ""
         try:
             for a, net in wanted:
+                requested = a.request.ipv4_address or None
+                if requested:
+                    await self._settle(net.id, requested)
                 ep_id = new_id()
                 self._inflight.add(ep_id)
                 got = await self.cluster.ipam.allocate_address(
-                    net.id, ep_id, requested=a.request.ipv4_address or None,
-                    network_name=net.name)
+                    net.id, ep_id, requested=requested, network_name=net.name)
                 mac = a.request.mac_address or mac_from_ip(got.address)
                 claim = Claim(net.id, ep_id, mac.lower(), got.address, got.prefixlen)
                 claims[net.id] = claim
@@ -154,11 +160,28 @@ class GlobalEndpoints:
                               mac=claim.mac, ipv4=claim.ipv4, ipv4_prefixlen=claim.prefixlen,
                               dns_names=self.dns_names(c, net, a))
                 await self.peers.publish_endpoint(self._record(c, ep))
-        except BaseException:
+                ep_id = ""
+        except BaseException as e:
             self.retire_claims(claims.values())
             self.done(claims.values())
+            if ep_id:
+                self._inflight.discard(ep_id)
+                if not isinstance(e, NsnetError) or isinstance(e, Unavailable):
+                    # Sent and unanswered: the claim may have landed.
+                    self._queue.append(_Retired(wanted[len(claims)][1].id, ep_id, (), True))
+                    self._wake.set()
             raise
         return claims
+
+    async def _settle(self, network_id: str, address: str, timeout: float = 5.0) -> None:
+        """Wait for this host's own queued release of ``address`` (``stop a; start b --ip``
+        of a's address must not meet a's claim); past ``timeout`` the claim says 409."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(r.network_id == network_id and address in r.addresses for r in self._queue):
+            if loop.time() > deadline:
+                return
+            await asyncio.sleep(0.005)
 
     def done(self, claims: Iterable[Claim]) -> None:
         """The claims are attached (or retired): ``sweep`` may judge them by the registry."""
@@ -184,7 +207,12 @@ class GlobalEndpoints:
                 item = self._queue[0]
                 try:
                     await self.peers.withdraw_endpoint(item.network_id, item.endpoint_id)
-                    for addr in item.addresses:
+                    addresses = list(item.addresses)
+                    if item.any_address:
+                        addresses += [h.address for h in
+                                      await self.cluster.ipam.holders(item.network_id)
+                                      if h.endpoint_id == item.endpoint_id]
+                    for addr in addresses:
                         await self.cluster.ipam.release_address(item.network_id, addr,
                                                                 item.endpoint_id)
                 except Unavailable as e:

@@ -44,7 +44,14 @@ from nsnet.engine.registry import NAME_RE, Registry
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError, Unavailable
 from nsnet.ipam.allocator import IPNetwork
-from nsnet.model import RESERVED_NETWORK_NAMES, IPAMPool, Network, new_id, now_rfc3339
+from nsnet.model import (
+    GATEWAY_NETWORK,
+    RESERVED_NETWORK_NAMES,
+    IPAMPool,
+    Network,
+    new_id,
+    now_rfc3339,
+)
 from nsnet.store.kv import KV, Compacted, KeyValue, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,11 @@ def decode(kv: KeyValue) -> Network | None:
             raise ValueError("id does not match its key")
     except (ValueError, TypeError, KeyError):
         log.warning("ignoring unreadable network record %s", kv.key)
+        return None
+    if net.driver != OVERLAY or net.name == GATEWAY_NETWORK:
+        # Only overlay networks are global: a record naming another driver would make this
+        # host build a local network (a bridge) from whatever etcd holds.
+        log.warning("ignoring network record %s: driver %r", kv.key, net.driver)
         return None
     net.scope = "global"
     net.driver_state = {}
@@ -246,6 +258,9 @@ class GlobalNetworks:
             raise Invalid("invalid name: name is empty")
         if name in RESERVED_NETWORK_NAMES:
             raise Forbidden(f"operation is not permitted on predefined {name} network ")
+        if name == GATEWAY_NETWORK:
+            raise Forbidden(f"{name} is the name of nsnet's local gateway bridge for overlay "
+                            "containers: choose another name")
         if not NAME_RE.fullmatch(name) or len(name) > 255:
             raise Invalid(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
                           "allowed")

@@ -21,6 +21,7 @@ from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from nsnet.ipam.allocator import Allocator, default_gateway, pick_subnet, validate_pools
 from nsnet.model import (
+    GATEWAY_NETWORK,
     RESERVED_NETWORK_NAMES,
     IPAMPool,
     Network,
@@ -31,8 +32,6 @@ from nsnet.model import (
 log = logging.getLogger("nsnet.engine")
 
 LOCAL_DRIVERS = ("bridge", "host", "null", "macvlan", "ipvlan")
-# Docker's docker_gwbridge: outbound access for containers on overlay networks.
-GATEWAY_NETWORK = "nsnet_gwbridge"
 
 
 @dataclass
@@ -215,7 +214,7 @@ class NetworkService:
         overlays on this host must not meet through it). Made on first use; a user's own
         network of that name is used only if it is a bridge."""
         for net in self.registry.networks.values():
-            if net.name == GATEWAY_NETWORK:
+            if net.name == GATEWAY_NETWORK and net.scope != "global":
                 if net.driver != "bridge" or net.internal:
                     raise Unavailable(f"network {GATEWAY_NETWORK} is not a bridge network "
                                       "with outbound access: remove it so nsnet can make its "

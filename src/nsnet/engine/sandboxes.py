@@ -151,7 +151,7 @@ class SandboxService:
             for a in list(c.attachments):
                 self.join(c, a, path, undo, self._claim_for(a, claims))
                 crash_point("start.endpoint_joined")
-            self.update_gateway(c, undo)
+            self.join_gateway(c, undo)
             self.pick_default_route(c)
         self.write_etc_files(c)
         if self.on_user_network(c):
@@ -233,13 +233,15 @@ class SandboxService:
 
     # -- the gateway bridge (Docker's docker_gwbridge) ----------------------------------------
 
-    def needs_gateway(self, c: Container) -> bool:
+    def needs_gateway(self, c: Container, without: Attachment | None = None) -> bool:
         """A live endpoint on a non-internal network that gives no default route (overlay),
-        and none on a network that gives one: outbound traffic needs the gateway bridge."""
+        and none on a network that gives one: outbound traffic needs the gateway bridge.
+        ``without``: as if that attachment were gone (a disconnect deciding beforehand)."""
         wants = gives = False
         for a in c.attachments:
             net = self.registry.networks.get(a.network_id)
-            if a.gateway_only or a.endpoint is None or net is None or net.internal:
+            if a is without or a.gateway_only or a.endpoint is None or net is None or \
+                    net.internal:
                 continue
             drv = self.drivers.get(net.driver)
             if drv is not None and not provides_gateway(drv):
@@ -248,29 +250,64 @@ class SandboxService:
                 gives = True
         return wants and not gives
 
-    def update_gateway(self, c: Container, undo: Undo) -> None:
-        """Join the gateway bridge when ``needs_gateway`` says so and leave it when not
-        (another network now gives the default route, the overlay went)."""
+    def join_gateway(self, c: Container, undo: Undo, without: Attachment | None = None) -> None:
+        """Join the gateway bridge if ``needs_gateway`` (``without``: judged as if that
+        attachment were gone, so a disconnect joins before it leaves and a failure changes
+        nothing); every step pushes its undo. The default route is the caller's to pick."""
+        if self.gateway_network is None or not self.needs_gateway(c, without):
+            return
+        if any(a.gateway_only for a in c.attachments):
+            return
+        gw = self.gateway_network()
+        a = Attachment(network_id=gw.id, gateway_only=True)
+        c.attachments.append(a)
+        undo.push(c.attachments.remove, a)
+        self.join(c, a, c.sandbox_key, undo)
+
+    def move_route_off_gateway(self, c: Container, undo: Undo) -> None:
+        """A network that gives a default route joined a container whose route goes through
+        the gateway bridge: the route moves to it now, inside the caller's undo (a failure
+        puts it back), so the gateway endpoint can be dropped after the commit without
+        leaving the container routeless on the way."""
         held = next((a for a in c.attachments if a.gateway_only), None)
-        need = self.gateway_network is not None and self.needs_gateway(c)
-        if need and held is None and self.gateway_network is not None:
-            gw = self.gateway_network()
-            a = Attachment(network_id=gw.id, gateway_only=True)
-            c.attachments.append(a)
-            undo.push(c.attachments.remove, a)
-            self.join(c, a, c.sandbox_key, undo)
-            self.pick_default_route(c)
-        elif not need and held is not None:
-            self.leave_endpoint(c, held, kernel=True)
-            c.attachments.remove(held)
-            self.free_endpoint(held)
-            self.pick_default_route(c)
+        if held is None or held.endpoint is None or not held.endpoint.default_route or \
+                self.needs_gateway(c):
+            return
+        held.endpoint.default_route = False
+        undo.push(self._route_back_to, c, held)
+        self.pick_default_route(c)
+
+    def _route_back_to(self, c: Container, a: Attachment) -> None:
+        ep = a.endpoint
+        if ep is None or not ep.gateway:
+            return
+        for other in c.attachments:
+            if other.endpoint is not None:
+                other.endpoint.default_route = other is a
+        with self.kernel.sandbox_links(c.sandbox_key) as links:
+            links.set_default_route(ep.ifname, ep.gateway, 4)
+
+    def drop_gateway(self, c: Container) -> bool:
+        """Leave the gateway bridge once no longer needed (another network gives the default
+        route now, or the overlay went); True if it left, for the caller to save. Called
+        after the change that made it unneeded is committed: it has no undo, and a failure
+        here leaves a working (if superfluous) route, which the next start drops."""
+        held = next((a for a in c.attachments if a.gateway_only), None)
+        if held is None or self.needs_gateway(c):
+            return False
+        self.leave_endpoint(c, held, kernel=True)
+        c.attachments.remove(held)
+        self.free_endpoint(held)
+        self.pick_default_route(c)
+        return True
 
     def pick_default_route(self, c: Container) -> None:
         """The first network (in connect order) with a gateway gives the default route."""
         if any(a.endpoint and a.endpoint.default_route for a in c.attachments):
             return
-        for a in c.attachments:
+        # The gateway bridge only when no network of the container's own gives a route.
+        ordered = sorted(c.attachments, key=lambda a: a.gateway_only)
+        for a in ordered:
             ep = a.endpoint
             if ep is None:
                 continue

@@ -1,4 +1,4 @@
-"""Review of the overlay-endpoint engine change (issue 10): the engine over the fake kernel, a
+"""The overlay endpoints in the engine (issue 10): the engine over the fake kernel, a
 memory store and a MemoryKV cluster, driven through its use-cases; each test names the
 sequence it checks and asserts what must be left in etcd, the local store and the kernel."""
 
@@ -226,8 +226,6 @@ def test_stop_then_start_at_once_keeps_a_static_overlay_address(world: World) ->
     assert world.engine.find_container(cid).state.status == "running"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: prepare claims before this host's own queued release of the address lands"))
 def test_start_with_a_static_overlay_address_behind_other_releases(world: World) -> None:
     """Several containers stop (``docker stop a b c``), then one with ``--ip`` starts again:
     its own release waits in the queue behind the others' while the start claims."""
@@ -251,8 +249,6 @@ def _snapshot(w: World) -> tuple[Any, ...]:
             w.local_claims())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: update_gateway drops the gateway endpoint with no undo"))
 def test_connect_to_a_bridge_failing_late_keeps_the_gateway_bridge(world: World) -> None:
     """An overlay-only container (its default route via nsnet_gwbridge) is connected to a
     bridge network and the connect fails after the gateway endpoint was dropped: the
@@ -360,7 +356,6 @@ def test_connect_raced_by_rm_f_leaves_nothing(world: World) -> None:
     assert not [ln for ln in world.kernel.objects().links if ln[1].startswith(("veth", "eth"))]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: prepare retires only claims it got an answer for")
 def test_a_claim_whose_answer_was_lost_is_released(world: World) -> None:
     """etcd commits the address claim and the member goes before it answers: the start is
     a 503, and the address must not stay held by an endpoint that exists nowhere."""
@@ -416,8 +411,6 @@ def test_gateway_bridge_in_use_cannot_be_removed(world: World) -> None:
     assert e.value.status == 403
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a global network may take the gateway bridge's name"))
 def test_an_overlay_named_like_the_gateway_bridge(world: World) -> None:
     """``docker network create -d overlay nsnet_gwbridge`` on a host that has not made its
     gateway bridge yet: every host without a local one then refuses every overlay
@@ -433,8 +426,6 @@ def test_an_overlay_named_like_the_gateway_bridge(world: World) -> None:
     assert world.gw_users() == ["c1"]
 
 
-@pytest.mark.xfail(strict=True, reason="defect: disconnect's gateway join can fail after the "
-                   "kernel left, inside the store transaction")
 def test_disconnect_whose_gateway_join_fails_keeps_store_and_memory_together(
         world: World) -> None:
     """bridge + overlay; ``docker network disconnect n1 c1`` must join nsnet_gwbridge, and
