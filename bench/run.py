@@ -27,6 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import dns.message
 import dns.rdatatype
+import overlay_convergence
+import overlay_dataplane
+import overlay_scale
 
 from nsnet.client.api import Client
 from nsnet.kernel.netns import NamespaceThread
@@ -273,6 +276,10 @@ def main() -> int:
                       f"  {'ok' if r >= 0.9 else 'UNDER target 0.9x'}")
                 results["dns_at_scale"] = perf2
         print(json.dumps(results))
+    # Issue 10: the overlay figures, each in a lab of its own (BENCH_HOSTS, BENCH_PER_HOST,
+    # BENCH_CONVERGENCE_N size them; see each module's docstring).
+    for overlay_bench in (overlay_dataplane, overlay_convergence, overlay_scale):
+        overlay_bench.main()
     return 0
 
 
