@@ -448,6 +448,36 @@ def test_connect_and_disconnect_a_running_container() -> None:
                 f"{pings(h1, a, ip_b2)}, b -> a {pings(h2, b, ip_a)}") from None
 
 
+def test_a_reused_address_follows_its_new_host() -> None:
+    """rm on one host and run at once on another: the address comes back (lowest free) with the
+    same MAC (derived from it) behind another VTEP. The old endpoint's withdrawal and the new
+    one's record race on every other host; the loser must not be the new container."""
+    with logged_lab(3, etcd_members=1, daemon_args=ONE_ETCD) as the_lab:
+        h1, h2, h3 = the_lab.hosts
+        _net_id, vni = overlay(h1, "ovnet")
+        seen_everywhere(the_lab, "ovnet")
+        a = run(h1, "a", "ovnet")
+        where, cid = h2, run(h2, "m0", "ovnet")
+        first_ip = ip_on(h2, cid, "ovnet")
+        eventually(lambda: pings(h1, a, first_ip), "a pings m0", timeout=10)
+        reused = 0
+        for i in range(1, 5):
+            client(where).containers.remove(cid, force=True)
+            where = h3 if where is h2 else h2
+            cid = run(where, f"m{i}", "ovnet")
+            ip, mac = ip_on(where, cid, "ovnet"), mac_on(where, cid, "ovnet")
+            reused += ip == first_ip
+            try:
+                eventually(partial(holds_peer, h1, vni, ip, (mac, where.address)),
+                           f"h1 holds m{i} at {where.label}", timeout=5)
+                eventually(partial(pings, h1, a, ip), f"a pings m{i} ({ip}) on {where.label}",
+                           timeout=5)
+            except AssertionError as e:
+                raise AssertionError(f"{e}: h1's peers {peers_of(h1, vni)}, a's neighbours "
+                                     f"{in_sandbox(h1, a, 'ip', 'neigh')!r}") from None
+        assert reused, "the address was never handed out again: nothing was tested"
+
+
 # -- 6. a host killed ------------------------------------------------------------------------
 
 def test_a_killed_host_leaves_every_peer_table(monkeypatch: pytest.MonkeyPatch) -> None:
