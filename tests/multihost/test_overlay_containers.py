@@ -269,7 +269,8 @@ def test_containers_reach_each_other_across_hosts(n_hosts: int) -> None:
                      ["udp", "dst", "port", "4789", "and", "src", "host", h1.address,
                       "and", "dst", "host", last.address]) as seen:
             assert pings(h1, ids[0], last_ip)
-        assert seen and f"{h1.address}." in seen[0] and f"{last.address}.4789" in seen[0], seen
+        assert seen and f"{h1.address}." in seen[0] and f"{last.address}.4789" in seen[0] and (
+            f"vni {vni}" in seen[0]), seen
 
         # Each host's overlay holds a peer for each remote container and none for its own.
         for i, h in enumerate(hosts):
