@@ -140,9 +140,8 @@ class GlobalEndpoints:
         claims: dict[str, Claim] = {}
         if not wanted:
             return claims
-        if not self.cluster.reachable:
-            raise Unavailable("the cluster store cannot be reached: containers cannot join "
-                              "overlay networks until it answers")
+        # No gate on this node's registration: a store that answers late at start must not
+        # refuse joins once it answers; the claim itself is the 503 while it does not.
         ep_id = ""
         try:
             for a, net in wanted:
