@@ -254,7 +254,9 @@ class PeerService:
         if old is None:
             self._full_sync()
             return
-        changed = {n for n in set(old) | set(view) if old.get(n) != view.get(n)}
+        # Only presence and VTEP matter to entries and names: a node's record is rewritten
+        # when its container count changes, which must not re-examine all its endpoints.
+        changed = {n for n in set(old) | set(view) if _where(old.get(n)) != _where(view.get(n))}
         for node in sorted(changed):
             for ids in sorted(self._by_node.get(node, ())):
                 self._refresh(*ids)
@@ -380,6 +382,10 @@ class PeerService:
             fn(rec)
         except Exception:  # the resolver's bug must not stop the data plane
             log.exception("remote endpoint listener")
+
+
+def _where(node: NodeInfo | None) -> tuple[str, int] | None:
+    return (node.vtep, node.vxlan_port) if node is not None else None
 
 
 def _records(active: dict[str, dict[str, _Active]]) -> set[EndpointRecord]:
