@@ -91,6 +91,25 @@ class Backend(Protocol):
 
     async def remove_container(self, ref: str, force: bool = False) -> None: ...
 
+    # rename, pause/unpause, top, resize (issue 11)
+
+    async def rename_container(self, ref: str, new_name: str) -> None: ...
+
+    async def pause_container(self, ref: str) -> None: ...
+
+    async def unpause_container(self, ref: str) -> None: ...
+
+    def container_paused(self, c: Container) -> bool:
+        """Docker's State.Paused; the container's status stays "running" meanwhile."""
+
+    async def top_container(self, ref: str,
+                            ps_args: str) -> tuple[list[str], list[list[str]]]:
+        """Docker's Titles and Processes; 409 when the container is not running."""
+
+    def resize_container(self, ref: str, height: int, width: int) -> None: ...
+
+    def resize_exec(self, exec_id: str, height: int, width: int) -> None: ...
+
     # -- output and exec sessions -----------------------------------------------------------
 
     async def stream_logs(self, ref: str, sink: Sink, stdout: bool, stderr: bool,

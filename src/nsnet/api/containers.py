@@ -1,4 +1,5 @@
-"""Container routes: create, list, inspect, the lifecycle, wait, logs and attach."""
+"""Container routes: create, list, inspect, the lifecycle, wait, logs and attach, and the
+control calls (rename, pause/unpause, top, resize)."""
 
 from __future__ import annotations
 
@@ -110,6 +111,69 @@ def container_create(b: dict[str, Any], name: str) -> ContainerCreate:
 def register(router: Router, backend: Backend) -> None:
     _register_lifecycle(router, backend)
     _register_output(router, backend)
+    _register_control(router, backend)
+
+
+def _show_paused(view: dict[str, Any], paused: bool, summary: bool) -> dict[str, Any]:
+    """Docker's paused container: status "paused", State.Paused true and still Running in
+    inspect, "Up ... (Paused)" in ps. The engine keeps it "running" (every other use-case
+    treats it so), hence the touch-up here."""
+    if not paused:
+        return view
+    if summary:
+        view["State"] = "paused"
+        view["Status"] = f"{view['Status']} (Paused)"
+    else:
+        view["State"].update({"Status": "paused", "Paused": True, "Running": True})
+    return view
+
+
+def resize_value(raw: str | None, what: str) -> int:
+    """moby's Uint32Value: a decimal number that fits 32 bits, nothing else."""
+    s = raw or ""
+    if not (s.isascii() and s.isdigit()) or int(s) >= 1 << 32:
+        raise Invalid(f"invalid resize {what} {s[:40]!r}: a number from 0 to 4294967295 "
+                      "is expected")
+    return int(s)
+
+
+def _register_control(router: Router, backend: Backend) -> None:
+    """rename, pause/unpause, top and the resize calls (issue 11)."""
+
+    async def rename(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        await backend.rename_container(p["id"], req.query.get("name", ""))
+        return web.Response(status=204)
+
+    async def pause(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        await backend.pause_container(p["id"])
+        return web.Response(status=204)
+
+    async def unpause(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        await backend.unpause_container(p["id"])
+        return web.Response(status=204)
+
+    async def top(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        titles, procs = await backend.top_container(p["id"], req.query.get("ps_args", ""))
+        return json_response({"Titles": titles, "Processes": procs})
+
+    async def resize(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        h = resize_value(req.query.get("h"), "height")
+        w = resize_value(req.query.get("w"), "width")
+        backend.resize_container(p["id"], h, w)
+        return web.Response(status=200)
+
+    async def exec_resize(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        h = resize_value(req.query.get("h"), "height")
+        w = resize_value(req.query.get("w"), "width")
+        backend.resize_exec(p["id"], h, w)
+        return web.Response(status=200)
+
+    router.add("POST", "/containers/{id}/rename", rename)
+    router.add("POST", "/containers/{id}/pause", pause)
+    router.add("POST", "/containers/{id}/unpause", unpause)
+    router.add("GET", "/containers/{id}/top", top)
+    router.add("POST", "/containers/{id}/resize", resize)
+    router.add("POST", "/exec/{id}/resize", exec_resize)
 
 
 def _register_lifecycle(router: Router, backend: Backend) -> None:
@@ -121,7 +185,8 @@ def _register_lifecycle(router: Router, backend: Backend) -> None:
     async def listing(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         cs = backend.list_containers(qbool(req, "all"), filters(req))
         nets = backend.network_table()
-        out = [render.container_summary(c, dict(nets)) for c in cs]
+        out = [_show_paused(render.container_summary(c, dict(nets)),
+                            backend.container_paused(c), summary=True) for c in cs]
         limit = require_int(req.query.get("limit"), "limit")
         if limit and limit > 0:
             out = out[:limit]
@@ -129,7 +194,8 @@ def _register_lifecycle(router: Router, backend: Backend) -> None:
 
     async def inspect(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
-        return json_response(render.container_json(c, dict(backend.network_table()), None))
+        view = render.container_json(c, dict(backend.network_table()), None)
+        return json_response(_show_paused(view, backend.container_paused(c), summary=False))
 
     async def start(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         await backend.start_container(p["id"])

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import tempfile
 from collections.abc import AsyncIterable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from nsnet.engine.cluster import Cluster, NodeStatus
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerCreate, ContainerService
+from nsnet.engine.events import EventBus, container_attributes
 from nsnet.engine.filter_regex import filter_budget
 from nsnet.engine.filters import check_container_filters, container_matches, network_matches
 from nsnet.engine.global_endpoints import GlobalEndpoints
@@ -72,6 +74,7 @@ class Services:
     reconciler: Reconciler
     cluster: Cluster | None = None  # None without --cluster-store
     global_endpoints: GlobalEndpoints | None = None  # with a cluster
+    events: EventBus = field(default_factory=EventBus)  # GET /events
 
 
 class Engine:
@@ -83,6 +86,10 @@ class Engine:
         self.registry = services.registry
         self.runtime = services.runtime
         self._metrics = metrics
+        self.events = services.events
+        # Signals sent by a stop/rm -f whose ``kill`` event must come before the ``die``.
+        self._pending_kill: dict[str, str] = {}
+        services.containers.on_exit = self._container_died
 
     # -- life -------------------------------------------------------------------------------
 
@@ -96,6 +103,7 @@ class Engine:
             await self.s.networks.global_networks.start()
         for cid in self.registry.containers:
             self.s.containers.waiters[cid] = ContainerWaiters()
+            self._watch_removal(self.registry.containers[cid])
         await asyncio.get_running_loop().run_in_executor(None, self.s.images.ensure_busybox)
         self.s.networks.ensure_predefined()
         report = await self.reconcile()
@@ -161,19 +169,32 @@ class Engine:
         return out
 
     async def create_network(self, req: NetworkCreate) -> Network:
-        return await self.s.networks.create(req)
+        net = await self.s.networks.create(req)
+        self._network_event(net, "create")
+        return net
 
     async def remove_network(self, ref: str) -> None:
+        net = self.registry.find_network(ref)
         await self.s.networks.remove(ref)
+        self._network_event(net, "destroy")
 
     async def prune_networks(self, filters: dict[str, list[str]]) -> list[str]:
-        return await self.s.networks.prune(filters)
+        before = {n.name: n for n in self.registry.networks.values()}
+        pruned = await self.s.networks.prune(filters)
+        for name in pruned:
+            if name in before:
+                self._network_event(before[name], "destroy")
+        return pruned
 
     async def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
+        net, c = self.registry.find_network(net_ref), self.registry.find_container(c_ref)
         await self.s.connections.connect(net_ref, c_ref, req)
+        self._network_event(net, "connect", container=c.id)
 
     def disconnect(self, net_ref: str, c_ref: str, force: bool) -> None:
+        net, c = self.registry.find_network(net_ref), self.registry.find_container(c_ref)
         self.s.connections.disconnect(net_ref, c_ref, force)
+        self._network_event(net, "disconnect", container=c.id)
 
     # -- images -----------------------------------------------------------------------------
 
@@ -194,7 +215,9 @@ class Engine:
                 async for chunk in chunks:
                     f.write(chunk)
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self.s.images.import_tar, Path(tmp), repo)
+            img = await loop.run_in_executor(None, self.s.images.import_tar, Path(tmp), repo)
+            self.events.emit("image", "import", img.id, {"name": repo or img.id})
+            return img
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -202,7 +225,12 @@ class Engine:
     def remove_image(self, ref: str, force: bool) -> list[dict[str, str]]:
         img = self.s.images.resolve(ref)
         in_use = any(c.image_id == img.id for c in self.registry.containers.values())
-        return self.s.images.remove(ref, force, in_use)
+        out = self.s.images.remove(ref, force, in_use)
+        for entry in out:
+            for key, action in (("Untagged", "untag"), ("Deleted", "delete")):
+                if key in entry:
+                    self.events.emit("image", action, img.id, {"name": entry[key]})
+        return out
 
     # -- containers -------------------------------------------------------------------------
 
@@ -222,7 +250,10 @@ class Engine:
         return out
 
     def create_container(self, req: ContainerCreate) -> Container:
-        return self.s.containers.create_container(req)
+        c = self.s.containers.create_container(req)
+        self._container_event(c, "create")
+        self._watch_removal(c)
+        return c
 
     async def start_container(self, ref: str) -> None:
         """A client's start: moby removes an auto-remove container whose start failed
@@ -231,6 +262,7 @@ class Engine:
         c = self.registry.find_container(ref)
         try:
             await self.s.containers.start_container(c.id)
+            self._container_event(c, "start")
         except NotModified:
             raise
         except Exception as e:
@@ -245,19 +277,70 @@ class Engine:
 
     async def stop_container(self, ref: str, timeout: float | None = None,
                              sig: str | None = None) -> None:
-        await self.s.containers.stop_container(ref, timeout, sig)
+        c = self.registry.find_container(ref)
+        self._expect_kill(c, sig, signal.SIGTERM)
+        try:
+            await self.s.containers.stop_container(ref, timeout, sig)
+        finally:
+            pending = self._pending_kill.pop(c.id, None)
+        if pending is not None:  # the signal did not end it: still Docker's kill event
+            self._container_event(c, "kill", signal=pending)
+        self._container_event(c, "stop")
 
     async def restart_container(self, ref: str, timeout: float | None = None) -> None:
-        await self.s.containers.restart_container(ref, timeout)
+        c = self.registry.find_container(ref)
+        was_running = c.state.status == "running"
+        self._expect_kill(c, None, signal.SIGTERM)
+        try:
+            await self.s.containers.restart_container(ref, timeout)
+        finally:
+            self._pending_kill.pop(c.id, None)
+        for action in (("stop", "start", "restart") if was_running else ("start", "restart")):
+            self._container_event(c, action)
 
     async def kill_container(self, ref: str, sig: str | None = None) -> None:
         await self.s.containers.kill_container(ref, sig)
+        c = self.registry.find_container(ref)
+        self._container_event(c, "kill", signal=_signal_number(sig, signal.SIGKILL))
 
     async def wait_container(self, ref: str, condition: str = "not-running") -> int:
         return await self.s.containers.wait_container(ref, condition)
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
-        await self.s.containers.remove_container(ref, force)
+        """``destroy`` comes from the removal itself (``_watch_removal``), so an auto-remove
+        container reports it too."""
+        c = self.registry.find_container(ref)
+        if force:
+            self._expect_kill(c, None, signal.SIGKILL)
+        try:
+            await self.s.containers.remove_container(ref, force)
+        finally:
+            self._pending_kill.pop(c.id, None)
+
+    # -- rename, pause/unpause, top, resize (issue 11) ----------------------------------------
+
+    async def rename_container(self, ref: str, new_name: str) -> None:
+        await self.s.containers.rename_container(ref, new_name)
+
+    async def pause_container(self, ref: str) -> None:
+        await self.s.containers.pause_container(ref)
+
+    async def unpause_container(self, ref: str) -> None:
+        await self.s.containers.unpause_container(ref)
+
+    def container_paused(self, c: Container) -> bool:
+        return self.s.containers.is_paused(c)
+
+    async def top_container(self, ref: str,
+                            ps_args: str) -> tuple[list[str], list[list[str]]]:
+        return await self.s.containers.top_container(ref, ps_args)
+
+    def resize_container(self, ref: str, height: int, width: int) -> None:
+        self.s.containers.resize_container(ref, height, width)
+
+    def resize_exec(self, exec_id: str, height: int, width: int) -> None:
+        """No exec has a TTY yet: the exec must exist, and nothing is resized."""
+        self.s.sessions.find_exec(exec_id)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -271,13 +354,95 @@ class Engine:
         await self.s.sessions.attach(ref, sink, stdout, stderr, logs, stream)
 
     def create_exec(self, ref: str, cfg: ExecConfig) -> ExecRecord:
-        return self.s.sessions.create_exec(ref, cfg)
+        e = self.s.sessions.create_exec(ref, cfg)
+        self._exec_event(e, "exec_create: " + " ".join(e.cmd))
+        return e
 
     def find_exec(self, exec_id: str) -> ExecRecord:
         return self.s.sessions.find_exec(exec_id)
 
     async def start_exec(self, exec_id: str, detach: bool) -> ExecSession | None:
-        return await self.s.sessions.start_exec(exec_id, detach)
+        reapers = set(self.s.sessions.reapers)
+        session = await self.s.sessions.start_exec(exec_id, detach)
+        e = self.s.sessions.find_exec(exec_id)
+        self._exec_event(e, "exec_start: " + " ".join(e.cmd))
+        if session is not None:
+            return _ReportedExecSession(session.record, session.proc, self._exec_died)
+        for reaper in self.s.sessions.reapers - reapers:  # the detached command's
+            reaper.add_done_callback(lambda _f, e=e: self._exec_died(e))  # type: ignore[misc]
+        return None
+
+    # -- events (GET /events) ---------------------------------------------------------------
+
+    def _container_event(self, c: Container, action: str, **extra: str) -> None:
+        self.events.emit("container", action, c.id,
+                         container_attributes(c.name, c.image, c.labels, **extra))
+
+    def _network_event(self, net: Network, action: str, **extra: str) -> None:
+        self.events.emit("network", action, net.id,
+                         {"name": net.name, "type": net.driver, **extra})
+
+    def _exec_event(self, e: ExecRecord, action: str, **extra: str) -> None:
+        c = self.registry.containers.get(e.container_id)
+        if c is not None:
+            self._container_event(c, action, execID=e.id, **extra)
+
+    def _exec_died(self, e: ExecRecord) -> None:
+        code = e.exit_code if e.exit_code is not None else -1
+        self._exec_event(e, "exec_die", exitCode=str(code))
+
+    def _expect_kill(self, c: Container, sig: str | None, default: int) -> None:
+        if c.state.status == "running":
+            self._pending_kill[c.id] = _signal_number(sig, default)
+
+    def _container_died(self, c: Container, code: int) -> None:
+        """Called by the container service when a process ended (``die``); a stop's signal
+        is reported first, as Docker orders them."""
+        pending = self._pending_kill.pop(c.id, None)
+        if pending is not None:
+            self._container_event(c, "kill", signal=pending)
+        self._container_event(c, "die", exitCode=str(code))
+
+    def _watch_removal(self, c: Container) -> None:
+        """``destroy`` once the container is gone, however it went (rm, rm -f, --rm): the
+        service resolves its ``removed`` waiters exactly once."""
+        w = self.s.containers.waiters.get(c.id)
+        try:
+            fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        except RuntimeError:  # no loop: a synchronous unit test of the engine
+            return
+        if w is None:
+            return
+        fut.add_done_callback(lambda _f: self._container_event(c, "destroy"))
+        w.removed.append(fut)
+
+
+def _signal_number(sig: str | None, default: int) -> str:
+    """The ``signal`` attribute as Docker writes it: the number."""
+    if not sig:
+        return str(int(default))
+    name = sig.upper()
+    if name.isdigit():
+        return name
+    try:
+        return str(int(signal.Signals[name if name.startswith("SIG") else "SIG" + name]))
+    except KeyError:
+        return sig
+
+
+class _ReportedExecSession(ExecSession):
+    """An attached exec whose end is reported as ``exec_die``."""
+
+    def __init__(self, record: ExecRecord, proc: asyncio.subprocess.Process,
+                 died: Callable[[ExecRecord], None]) -> None:
+        super().__init__(record, proc)
+        self._died = died
+
+    async def pump(self, sink: Sink) -> None:
+        try:
+            await super().pump(sink)
+        finally:
+            self._died(self.record)
 
 
 

@@ -244,6 +244,52 @@ class Runc:
         if rc != 0 and "does not exist" not in err:
             raise SystemError_(f"runc delete {cid}: {err or rc}")
 
+    async def pause(self, cid: str) -> None:
+        """Freeze every process of the container (runc's cgroup freezer). The processes keep
+        their memory and sockets; signals other than SIGKILL wait for ``resume``."""
+        check_id(cid)
+        rc, _, err = await self._runc("pause", cid)
+        if rc != 0:
+            raise SystemError_(f"runc pause {cid}: {err or rc}")
+
+    async def resume(self, cid: str) -> None:
+        """Thaw a container frozen by ``pause``."""
+        check_id(cid)
+        rc, _, err = await self._runc("resume", cid)
+        if rc != 0:
+            raise SystemError_(f"runc resume {cid}: {err or rc}")
+
+    async def pids(self, cid: str) -> list[int]:
+        """Host pids of every process in the container's cgroup (``runc ps --format json``):
+        exec'd commands included, which the init's pid alone would miss."""
+        check_id(cid)
+        rc, out, err = await self._runc("ps", "--format", "json", cid)
+        if rc != 0:
+            raise SystemError_(f"runc ps {cid}: {err or rc}")
+        try:
+            data = json.loads(out or b"null")
+        except ValueError as e:
+            raise SystemError_(f"runc ps {cid}: unreadable output: {e}") from e
+        if data is None:
+            return []
+        if not isinstance(data, list) or not all(isinstance(p, int) for p in data):
+            raise SystemError_(f"runc ps {cid}: unexpected output")
+        return list(data)
+
+    async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
+        """The host's ``ps`` over the container's processes, as moby's ``ContainerTop`` runs
+        it: the arguments go to ps as argv (never a shell), first with ``-q <pids>`` and,
+        when ps refuses that combination (``f`` and ``q`` do not mix), again without; the
+        output is then cut down to the container's pids by its PID column."""
+        pids = await self.pids(cid)
+        rc, out, err = await _run_ps([*ps_args, "-q", ",".join(map(str, pids))])
+        if rc != 0:
+            rc, out, err = await _run_ps(ps_args)
+            if rc != 0:
+                first = err.decode("utf-8", "replace").strip().splitlines()
+                raise SystemError_("ps: " + (first[0] if first else f"exit status {rc}"))
+        return parse_ps_output(out.decode("utf-8", "replace"), set(pids))
+
     async def state(self, cid: str) -> dict[str, Any] | None:
         check_id(cid)
         rc, out, err = await self._runc("state", cid)
@@ -350,3 +396,46 @@ class Runc:
             and os.path.exists(os.path.join(e.path, "state.json"))
         )
 
+
+async def _run_ps(args: list[str]) -> tuple[int, bytes, bytes]:
+    """``ps`` from the host's PATH with ``args`` as argv; C locale so the titles are ps's
+    own and the columns split on ASCII blanks."""
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C"}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ps", *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env)
+    except OSError as e:
+        raise SystemError_(f"ps: {e}") from e
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+def parse_ps_output(output: str, pids: set[int]) -> tuple[list[str], list[list[str]]]:
+    """``ps`` text to Docker's ``Titles`` and ``Processes``: the rows whose PID column is one
+    of ``pids``; the fields beyond the titles (a command line's words) are joined into the
+    last one with single blanks, as moby's parsePSOutput does."""
+    lines = output.splitlines()
+    if not lines:
+        raise SystemError_("ps printed nothing")
+    titles = lines[0].split()
+    try:
+        pid_col = titles.index("PID")
+    except ValueError:
+        raise SystemError_("Couldn't find PID field in ps output") from None
+    rows: list[list[str]] = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) <= pid_col:
+            continue
+        try:
+            pid = int(fields[pid_col])
+        except ValueError:
+            raise SystemError_(f"Unexpected pid '{fields[pid_col]}' in ps output") from None
+        if pid in pids:
+            n = len(titles)
+            rows.append([*fields[: n - 1], " ".join(fields[n - 1 :])])
+    return titles, rows
