@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import shutil
 import signal
@@ -113,6 +114,9 @@ class ContainerService:
         self.exit_tasks: dict[str, asyncio.Task[None]] = {}
         # Containers inside a restart: their stop must not trigger auto-remove.
         self.restarting: set[str] = set()
+        # Frozen by ``pause``: Docker's State.Paused. Kept beside status "running" (a paused
+        # container is running to every other use-case: connect, reconcile, its exit watch).
+        self.paused: set[str] = set()
         self.global_endpoints: GlobalEndpoints | None = None  # set with a cluster
         # Told of every exit (Docker's ``die`` event); set by the engine's facade.
         self.on_exit: Callable[[Container, int], None] | None = None
@@ -255,6 +259,7 @@ class ContainerService:
             finally:
                 if self.global_endpoints is not None:
                     self.global_endpoints.done(claims.values())
+            self.paused.discard(c.id)
             c.state.status = "running"
             c.state.pid = pid
             c.state.exit_code = 0
@@ -268,6 +273,7 @@ class ContainerService:
 
     async def watch(self, cid: str, pid: int) -> None:
         code = await self.runc.wait_exit(pid)
+        self.paused.discard(cid)
         await self.container_exited(cid, code)
 
     async def container_exited(self, cid: str, code: int) -> None:
@@ -322,6 +328,7 @@ class ContainerService:
         task = self.exit_tasks.get(c.id)
         await self.runc.kill(c.id, first)
         crash_point("stop.signalled")
+        await self._thaw_after_signal(c)
         if task is not None:
             if t >= 0:
                 try:
@@ -341,6 +348,7 @@ class ContainerService:
         if c.state.status != "running":
             raise Conflict(f"Cannot kill container: {c.id}: container {c.id} is not running")
         await self.runc.kill(c.id, n)
+        await self._thaw_after_signal(c)
 
     async def wait_container(self, ref: str, condition: str = "not-running") -> int:
         c = self.registry.find_container(ref)
@@ -374,6 +382,131 @@ class ContainerService:
             self.restarting.discard(c.id)
         await self.start_container(c.id)
 
+    # -- pause / unpause / rename / top / resize (issue 11) ----------------------------------
+
+    def is_paused(self, c: Container) -> bool:
+        """Docker's State.Paused: frozen, and still running (an exit thaws nothing, but the
+        record goes with the process)."""
+        return c.state.status == "running" and c.id in self.paused
+
+    async def _thaw_after_signal(self, c: Container) -> None:
+        """moby's killWithSignal: a paused container is resumed right after the stop or kill
+        signal, so the signal is delivered and the process can exit (``docker stop``, ``kill``
+        and ``rm -f`` of a paused container work, and leave it unpaused)."""
+        if c.id not in self.paused:
+            return
+        try:
+            await self.runc.resume(c.id)
+        except Exception:
+            # Gone meanwhile (SIGKILL reaches frozen tasks on cgroup v2): nothing to thaw.
+            log.warning("resuming %s after a signal failed", c.short_id, exc_info=True)
+        self.paused.discard(c.id)
+
+    async def pause_container(self, ref: str) -> None:
+        c = self.registry.find_container(ref)
+        async with self.registry.lock_for(c.id):
+            if c.state.status != "running":
+                raise Conflict(f"Container {c.id} is not running")
+            if c.id in self.paused:
+                raise Conflict(f"Container {c.id} is already paused")
+            await self.runc.pause(c.id)
+            self.paused.add(c.id)
+
+    async def unpause_container(self, ref: str) -> None:
+        c = self.registry.find_container(ref)
+        async with self.registry.lock_for(c.id):
+            if not self.is_paused(c):
+                raise Conflict(f"Container {c.id} is not paused")
+            await self.runc.resume(c.id)
+            self.paused.discard(c.id)
+
+    async def rename_container(self, ref: str, new_name: str) -> None:
+        """moby's ContainerRename, checks in its order. The container's DNS names on its
+        user-defined networks follow at once when it runs (the next start derives them from
+        the new name anyway), and the links other containers hold to it by name are carried
+        over, as Docker keeps links by ID: their /etc/hosts and resolvers follow."""
+        if not ref or not new_name:
+            raise Invalid("Neither old nor new names may be empty")
+        name = new_name[1:] if new_name.startswith("/") else new_name
+        c = self.registry.find_container(ref)
+        async with self.registry.lock_for(c.id):
+            if c.id not in self.registry.containers:
+                raise NotFound(f"No such container: {ref}")
+            if c.name == name:
+                raise Invalid("Renaming a container with the same name as its current name")
+            if not NAME_RE.fullmatch(name):
+                raise Invalid(f"Error when allocating new name: Invalid container name "
+                              f"(/{name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+            for other in self.registry.containers.values():
+                if other.name == name:
+                    raise Conflict(f'Error when allocating new name: Conflict. The container '
+                                   f'name "/{name}" is already in use by container '
+                                   f'"{other.id}". You have to remove (or rename) that '
+                                   "container to be able to reuse that name.")
+            old = c.name
+            c.name = name
+            self.registry.save_container(c)
+            if c.state.status == "running":
+                self._rename_endpoints(c)
+            self._follow_links(old, name)
+        log.info("container %s renamed from %s to %s", c.short_id, old, name)
+
+    def _rename_endpoints(self, c: Container) -> None:
+        """Each live endpoint leaves the resolver under its old names and comes back under
+        the new ones, as libnetwork's endpoint rename does with its service records."""
+        resolver = self.sandboxes.resolver
+        for a in c.attachments:
+            ep = a.endpoint
+            if ep is None or a.gateway_only:
+                continue
+            net = self.registry.networks.get(a.network_id)
+            if net is None:
+                continue
+            resolver.endpoint_down(c, net, ep)
+            ep.dns_names = self.sandboxes.dns_names(c, net, a.request)
+            resolver.endpoint_up(c, net, ep)
+        self.registry.save_container(c)
+
+    def _follow_links(self, old: str, new: str) -> None:
+        """Links naming ``old`` (``--link old:alias``, EndpointsConfig links) now name
+        ``new``; running holders get their /etc/hosts and link table rewritten."""
+        for other in list(self.registry.containers.values()):
+            changed = False
+            other.links, hit = _relink(other.links, old, new)
+            changed |= hit
+            for a in other.attachments:
+                if a.request.links:
+                    a.request.links, hit = _relink(a.request.links, old, new)
+                    changed |= hit
+            if not changed:
+                continue
+            self.registry.save_container(other)
+            if other.state.status != "running":
+                continue
+            try:
+                self.sandboxes.write_etc_files(other, hosts_only=True)
+                for a in other.attachments:
+                    net = self.registry.networks.get(a.network_id)
+                    if a.endpoint is not None and net is not None and not a.gateway_only:
+                        self.sandboxes.resolver.endpoint_up(other, net, a.endpoint)
+            except Exception:
+                log.exception("refreshing the links of %s after a rename", other.short_id)
+
+    async def top_container(self, ref: str, ps_args: str) -> tuple[list[str], list[list[str]]]:
+        """``ps`` over the container's processes; a paused container can be listed."""
+        c = self.registry.find_container(ref)
+        args = top_args(ps_args)
+        if c.state.status != "running":
+            raise Conflict(f"Container {c.id} is not running")
+        return await self.runc.top(c.id, args)
+
+    def resize_container(self, ref: str, height: int, width: int) -> None:
+        """Without a TTY there is no terminal to size: accepted and nothing changes, as
+        containerd answers for a process without a console."""
+        c = self.registry.find_container(ref)
+        if c.state.status != "running":
+            raise Conflict(f"Container {c.id} is not running")
+
     # -- remove -----------------------------------------------------------------------------
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
@@ -381,11 +514,16 @@ class ContainerService:
         for _ in range(5):
             if c.state.status == "running":
                 if not force:
+                    if self.is_paused(c):
+                        raise Conflict(f"cannot remove container \"/{c.name}\": container is "
+                                       "paused: unpause and then stop the container before "
+                                       "removing or force remove")
                     raise Conflict(f"cannot remove container \"/{c.name}\": container is "
                                    "running: stop the container before removing or force "
                                    "remove")
                 task = self.exit_tasks.get(c.id)
                 await self.runc.kill(c.id, signal.SIGKILL)
+                await self._thaw_after_signal(c)
                 if task is not None:
                     await asyncio.shield(task)
                 if c.id not in self.registry.containers:
@@ -435,3 +573,34 @@ def _random_name(registry: Registry) -> str:
             return n
 
 
+def _relink(links: list[str], old: str, new: str) -> tuple[list[str], bool]:
+    """``links`` with the target ``old`` (with or without a leading "/") named ``new``."""
+    out: list[str] = []
+    hit = False
+    for spec in links:
+        target, _, alias = spec.partition(":")
+        if target.lstrip("/") == old:
+            # Without an alias the old name stays the name the holder used (Docker's alias).
+            spec = f"{new}:{alias or old}"
+            hit = True
+        out.append(spec)
+    return out, hit
+
+
+# moby's validatePSArgs: a column renamed to PID (``-o user=PID``) would fake the PID column
+# the output is filtered by.
+_PS_RENAME_RE = re.compile(r"\s+(\S*)=\s*(PID\S*)")
+
+
+def top_args(ps_args: str) -> list[str]:
+    """``ps_args`` as ps's argv: moby's default ``-ef``, split on blanks (no shell, so no
+    quoting, globbing or substitution), and moby's refusal of a renamed PID column."""
+    if not ps_args:
+        ps_args = "-ef"
+    for key, value in _PS_RENAME_RE.findall(ps_args):
+        if key != "pid":
+            raise Invalid(f'specifying "{key}={value}" is not allowed')
+    args = ps_args.split()
+    if not args:
+        raise Invalid("ps_args: no arguments")
+    return args
