@@ -320,13 +320,18 @@ class Engine:
     # -- rename, pause/unpause, top, resize (issue 11) ----------------------------------------
 
     async def rename_container(self, ref: str, new_name: str) -> None:
+        c = self.registry.find_container(ref)
+        old = c.name
         await self.s.containers.rename_container(ref, new_name)
+        self._container_event(c, "rename", oldName="/" + old)  # moby's "/" form
 
     async def pause_container(self, ref: str) -> None:
         await self.s.containers.pause_container(ref)
+        self._container_event(self.registry.find_container(ref), "pause")
 
     async def unpause_container(self, ref: str) -> None:
         await self.s.containers.unpause_container(ref)
+        self._container_event(self.registry.find_container(ref), "unpause")
 
     def container_paused(self, c: Container) -> bool:
         return self.s.containers.is_paused(c)
