@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--default-bridge", default="nsnet0", help="name of the default bridge")
     p.add_argument("--resolv-conf", default="/etc/resolv.conf", help="where the host's "
                    "nameservers and search domains are read from")
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", type=_log_level, default="info",
+                   help="debug, info, warn, error or fatal, as dockerd's; debug logs every "
+                        "API request (4xx ones at info)")
     p.add_argument("--no-dns", action="store_true", help="disable the embedded DNS server")
     p.add_argument("--api-max-connections", type=_positive_int, default=Limits.max_connections,
                    help="API connections open at once; past it a new one gets 503 "
@@ -91,6 +93,21 @@ def _positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+# dockerd's --log-level words (logrus's) onto Python's levels; "trace" and "panic" as the
+# nearest Python has, so a flag copied from a dockerd unit file still starts the daemon.
+_LOG_LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO,
+               "warn": logging.WARNING, "warning": logging.WARNING, "error": logging.ERROR,
+               "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+
+
+def _log_level(text: str) -> int:
+    level = _LOG_LEVELS.get(text.strip().lower())
+    if level is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown level {text!r}: one of {', '.join(sorted(set(_LOG_LEVELS)))}")
+    return level
 
 
 def socket_path(args: argparse.Namespace) -> Path:
@@ -168,7 +185,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
+    logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Test-only: NSNET_TESTING=1 NSNET_TEST_CRASH_AT=<op>.<step> (engine/crashpoints.py).

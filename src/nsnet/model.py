@@ -92,6 +92,9 @@ class EndpointRequest:
     driver_opts: dict[str, str] | None = None
     mac_address: str | None = None
     gw_priority: int = 0
+    # IPAMConfig.LinkLocalIPs: extra addresses (169.254/16, fe80::/10) the interface carries
+    # beside its IPAM ones; no IPAM owns them, so two containers may be given the same one.
+    link_local_ips: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +122,8 @@ class Endpoint:
     host_ifname: str | None = None  # the host-side veth, if the driver makes one
     dns_names: list[str] = field(default_factory=list)
     default_route: bool = False  # this endpoint's gateway is the sandbox's default route
+    # The request's link-local addresses as ``addr/len`` (/16 or /64, as moby adds them).
+    link_local: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

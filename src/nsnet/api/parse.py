@@ -317,4 +317,23 @@ def endpoint_request(v: Any, what: str) -> EndpointRequest:
         driver_opts=as_str_dict(d.get("DriverOpts"), f"{what}.DriverOpts") or None,
         mac_address=mac_address(d.get("MacAddress"), f"{what}.MacAddress"),
         gw_priority=gw,
+        link_local_ips=link_local_ips(ipam.get("LinkLocalIPs"),
+                                      f"{what}.IPAMConfig.LinkLocalIPs") or None,
     )
+
+
+def link_local_ips(v: Any, what: str) -> list[str]:
+    """``IPAMConfig.LinkLocalIPs``: each one link-local (169.254.0.0/16 or fe80::/10), as
+    moby checks them; kept in canonical text, duplicates dropped."""
+    out: list[str] = []
+    for raw in as_str_list(v, what):
+        try:
+            ip = ipaddress.ip_address(raw)
+        except ValueError:
+            raise Invalid(f"invalid link-local IP address: {raw}") from None
+        if not ip.is_link_local or ip.is_multicast or (
+                isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.scope_id)):
+            raise Invalid(f"invalid link-local IP address: {raw}")
+        if str(ip) not in out:
+            out.append(str(ip))
+    return out

@@ -71,12 +71,14 @@ def endpoint_settings(c: Container, a: Attachment, net: Network | None) -> dict[
     r = a.request
     ep = a.endpoint
     ipam_cfg: dict[str, Any] | None = None
-    if r.ipv4_address or r.ipv6_address:
+    if r.ipv4_address or r.ipv6_address or r.link_local_ips:
         ipam_cfg = {}
         if r.ipv4_address:
             ipam_cfg["IPv4Address"] = r.ipv4_address
         if r.ipv6_address:
             ipam_cfg["IPv6Address"] = r.ipv6_address
+        if r.link_local_ips:
+            ipam_cfg["LinkLocalIPs"] = list(r.link_local_ips)
     dns_names = ep.dns_names if ep else None
     if not dns_names and net is not None and net.name not in ("bridge", "host", "none"):
         dns_names = [n for n in dict.fromkeys([c.name, *(r.aliases or []), c.short_id,

@@ -16,15 +16,24 @@ it has no stdin to send. asyncio closes a transport on EOF unless the protocol's
 returns true, and aiohttp's returns None, so every frame after that would be lost. The protocol
 here keeps the write side open; the connection still ends when the response is done (hijacked
 responses force-close) or when the peer goes away entirely.
+
+Access log. Every request is one line of the ``nsnet.access`` logger when it ends: method,
+path and query (values of secret-looking parameters masked), status and duration; at debug,
+4xx at info, 5xx at error, so ``--log-level debug`` shows every call a client made. A hijacked
+or streamed response (attach, logs -f, events) is logged when its stream ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -129,6 +138,38 @@ def mark_hijacked(protocol: object) -> None:
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
+access_log = logging.getLogger("nsnet.access")
+# Query parameters whose values may be credentials; their values never reach the log.
+_SECRET_PARAM = re.compile(r"auth|token|pass|secret|key|credential", re.IGNORECASE)
+
+
+def access_line(method: str, path: str, query: Mapping[str, str], status: int,
+                seconds: float) -> str:
+    """One request as the access log shows it: the query's secret-looking values masked and
+    no body, ever (a body may hold environment variables, commands or registry auth)."""
+    target = path
+    if query:
+        target += "?" + urlencode([(k, "***" if _SECRET_PARAM.search(k) else v)
+                                   for k, v in query.items()], safe="/:,*{}[]\"@")
+    return f"{method} {target} {status} {seconds * 1000:.1f}ms"
+
+
+def access_level(status: int) -> int:
+    """Every request at debug, a client's mistake (4xx) at info so a user sees which call
+    a client got wrong without debug's noise, the daemon's (5xx) at error."""
+    if status >= 500:
+        return logging.ERROR
+    if status >= 400:
+        return logging.INFO
+    return logging.DEBUG
+
+
+def log_access(request: web.BaseRequest, status: int, seconds: float) -> None:
+    level = access_level(status)
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%s", access_line(request.method, request.path, request.query,
+                                                status, seconds))
+
 
 class ApiServer(web.Server):
     """aiohttp's server with nsnet's connection limit, timeouts and half-close handling."""
@@ -140,17 +181,26 @@ class ApiServer(web.Server):
             proto = request.protocol
             if isinstance(proto, _LimitedRequestHandler):
                 proto.watch_body(request)
+            started = time.monotonic()
+            status = 500
             try:
-                return await handler(request)
+                resp = await handler(request)
+                status = resp.status
+                return resp
             except ConnectionResetError:
                 if isinstance(proto, _LimitedRequestHandler) and proto.transport is None:
                     # Gone (or cut off by the body clock): nothing to answer, and aiohttp
                     # would log the reset as a handler error. It notices the closed transport.
+                    status = 408
                     return web.Response(status=408)
+                raise
+            except asyncio.CancelledError:
+                status = 499  # the client went away first (nginx's code for it)
                 raise
             finally:
                 if isinstance(proto, _LimitedRequestHandler):
                     proto.unwatch_body()
+                log_access(request, status, time.monotonic() - started)
 
         super().__init__(watched, keepalive_timeout=self.limits.header_timeout, **kwargs)
 

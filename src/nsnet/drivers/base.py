@@ -30,12 +30,13 @@ class Sandbox:
 
 
 def endpoint_addresses(ep: Endpoint) -> list[str]:
-    """The endpoint's addresses as ``addr/len``, IPv4 first."""
+    """The endpoint's addresses as ``addr/len``, IPv4 first, then its link-local ones."""
     out = []
     if ep.ipv4:
         out.append(f"{ep.ipv4}/{ep.ipv4_prefixlen}")
     if ep.ipv6:
         out.append(f"{ep.ipv6}/{ep.ipv6_prefixlen}")
+    out.extend(a for a in ep.link_local if a not in out)
     return out
 
 

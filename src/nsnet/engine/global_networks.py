@@ -40,7 +40,7 @@ from typing import Any
 from nsnet.cluster import keys
 from nsnet.cluster.ipam import GlobalIpam, NetworkClaim
 from nsnet.drivers.base import Driver
-from nsnet.engine.registry import NAME_RE, Registry
+from nsnet.engine.registry import Registry, check_network_name
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError, Unavailable
 from nsnet.ipam.allocator import IPNetwork
@@ -254,16 +254,15 @@ class GlobalNetworks:
 
     def _check(self, name: str, scope: str, enable_ipv6: bool, pools: list[IPAMPool],
                ipam_driver: str) -> None:
-        if not name.strip():
-            raise Invalid("invalid name: name is empty")
+        check_network_name(name)
+        # The name is one component of an etcd key (cluster/keys.py): "/", "." and ".." are
+        # refused here, before anything is claimed, rather than by the store half-way.
+        keys.component(name, "network name")
         if name in RESERVED_NETWORK_NAMES:
             raise Forbidden(f"operation is not permitted on predefined {name} network ")
         if name == GATEWAY_NETWORK:
             raise Forbidden(f"{name} is the name of nsnet's local gateway bridge for overlay "
                             "containers: choose another name")
-        if not NAME_RE.fullmatch(name) or len(name) > 255:
-            raise Invalid(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
-                          "allowed")
         if scope not in ("", "global", "swarm"):
             raise Invalid(f"an overlay network cannot have scope {scope!r}: it is global")
         if ipam_driver not in ("", "default"):

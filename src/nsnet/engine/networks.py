@@ -15,7 +15,7 @@ from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.filters import created_ts, label_match, parse_duration
 from nsnet.engine.global_networks import NO_CLUSTER, OVERLAY, GlobalNetworks
 from nsnet.engine.ports import Kernel, Store
-from nsnet.engine.registry import NAME_RE, Registry, driver_of
+from nsnet.engine.registry import Registry, check_network_name, driver_of
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
@@ -109,15 +109,9 @@ class NetworkService:
                                         f"{n.name})")
 
     def _check_name(self, name: str, predefined: bool) -> None:
-        if not name.strip():
-            raise Invalid("invalid name: name is empty")
+        check_network_name(name)
         if not predefined and name in RESERVED_NETWORK_NAMES:
             raise Forbidden(f"operation is not permitted on predefined {name} network ")
-        if not NAME_RE.fullmatch(name) and not predefined:
-            raise Invalid(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
-                          "allowed")
-        if len(name) > 255:
-            raise Invalid("invalid network name: longer than 255 characters")
         for n in self.registry.networks.values():
             if n.name == name:
                 raise Conflict(f"network with name {name} already exists")

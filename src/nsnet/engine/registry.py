@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,27 @@ if TYPE_CHECKING:
     from nsnet.drivers.base import Driver
     from nsnet.engine.ports import Store
 
+# Container names keep Docker's rule: they become DNS names and /etc/hosts entries.
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+# Control and format characters (newlines, NUL, bidirectional overrides that would make
+# ``network ls`` lie), surrogates (not encodable as UTF-8) and line separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Longer network names are refused: the name is an etcd key component and shows in logs.
+MAX_NETWORK_NAME = 255
+
+
+def check_network_name(name: str) -> None:
+    """Docker's rule for network names (libnetwork's ``IsValidName``: anything but blank),
+    so ``docker network create "my net"`` and ``test@#$`` work as they do on Docker; on top of
+    it no control or format characters (tabs, newlines, NUL, bidirectional overrides), which
+    Docker takes but which would break a log line, an nftables comment or ``network ls``.
+    Reserved and duplicate names are the caller's to refuse."""
+    if not name.strip():
+        raise Invalid("invalid name: name is empty")
+    if any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in name):
+        raise Invalid(f"invalid network name {name!r}: control characters are not allowed")
+    if len(name) > MAX_NETWORK_NAME:
+        raise Invalid(f"invalid network name: longer than {MAX_NETWORK_NAME} characters")
 
 
 class ContainerWaiters:

@@ -71,6 +71,30 @@ def validate_endpoint_request(net: Network | None, net_ref: str, req: EndpointRe
             if net is not None and not any(a in ipaddress.ip_network(p.subnet)
                                            for p in net.pools):
                 raise Invalid(f"no configured subnet or ip-range contain the IP address {value}")
+    for value in req.link_local_ips or []:
+        # An interface without an IPv6 address has IPv6 switched off (kernel/host.py
+        # prepare_interface), so an fe80:: address could not be added: refused, not dropped.
+        if ":" in value and net is not None and (net.scope == "global" or not any(
+                ipaddress.ip_network(p.subnet).version == 6 for p in net.pools)):
+            raise Invalid(f"link-local IP address {value} needs an IPv6 address on network "
+                          f"{net.name}: create it with --ipv6")
+
+
+def link_local_interfaces(req: EndpointRequest) -> list[str]:
+    """The request's link-local addresses with moby's prefix lengths (/16 and /64), so the
+    kernel routes the whole link-local range out of that interface as Docker's does."""
+    return [f"{a}/64" if ":" in a else f"{a}/16" for a in req.link_local_ips or []]
+
+
+def route_order_key(net: Network, dual_stack: bool, gw_priority: int,
+                    gateway_only: bool) -> tuple[bool, bool, bool, int, str]:
+    """libnetwork's sandbox endpoint order (``epHeap.Less``), smallest first: the gateway
+    bridge last, internal networks after the others, a network giving both an IPv4 and an
+    IPv6 gateway before one that does not, then the higher priority (``GwPriority``), then
+    the network's name. Docker's default route comes from the first endpoint in this order
+    that has a gateway, and its ``eth0`` is the first endpoint at start (the sandbox's
+    interfaces are added in its heap order once runc has made the namespace)."""
+    return (gateway_only, net.internal, not dual_stack, -gw_priority, net.name)
 
 
 class SandboxService:
@@ -148,7 +172,7 @@ class SandboxService:
         c.sandbox_key = path
         crash_point("start.namespace_made")
         if c.network_mode != "none":
-            for a in list(c.attachments):
+            for a in self.start_order(c):
                 self.join(c, a, path, undo, self._claim_for(a, claims))
                 crash_point("start.endpoint_joined")
             self.join_gateway(c, undo)
@@ -163,6 +187,23 @@ class SandboxService:
                 self.resolver.endpoint_up(c, net, a.endpoint)
                 undo.push(self.resolver.endpoint_down, c, net, a.endpoint)
         return path
+
+    def start_order(self, c: Container) -> list[Attachment]:
+        """The attachments in libnetwork's endpoint order (``route_order_key``), so ``eth0``
+        is on the network Docker would put it on: a compose service on a non-internal
+        ``frontend`` and an internal ``backend`` gets ``eth0`` on ``frontend`` whichever it was
+        created with. Endpoints do not exist yet, so "has both gateways" is judged from the
+        network's pools (the bridge driver gives no gateway on an internal network anyway).
+        An attachment whose network is gone keeps its place, for ``join`` to report."""
+        def key(a: Attachment) -> tuple[bool, bool, bool, int, str]:
+            try:
+                net = self.registry.find_network(a.network_id)
+            except (NotFound, Invalid):
+                return (a.gateway_only, False, True, 0, "")
+            families = {ipaddress.ip_network(p.subnet).version for p in net.pools}
+            return route_order_key(net, families == {4, 6}, a.request.gw_priority,
+                                   a.gateway_only)
+        return sorted(c.attachments, key=key)
 
     def next_ifname(self, c: Container) -> str:
         """The lowest free ``ethN``; a name whose link is still being deleted is not free."""
@@ -205,6 +246,7 @@ class SandboxService:
                     net, ep.id, 6, requested)
                 undo.push(self.ipam.release, net.id, ep.ipv6)
         ep.dns_names = [] if a.gateway_only else self.dns_names(c, net, a.request)
+        ep.link_local = link_local_interfaces(a.request)
         return self._attach(a, net, drv, ep, ns_path, undo)
 
     def _join_global(self, c: Container, a: Attachment, net: Network, drv: Driver,
@@ -217,7 +259,8 @@ class SandboxService:
         ep = Endpoint(id=claim.endpoint_id, network_id=net.id, container_id=c.id,
                       ifname=self.next_ifname(c), mac=claim.mac, ipv4=claim.ipv4,
                       ipv4_prefixlen=claim.prefixlen,
-                      dns_names=self.dns_names(c, net, a.request))
+                      dns_names=self.dns_names(c, net, a.request),
+                      link_local=link_local_interfaces(a.request))
         return self._attach(a, net, drv, ep, ns_path, undo)
 
     def _attach(self, a: Attachment, net: Network, drv: Driver, ep: Endpoint, ns_path: str,
@@ -302,25 +345,30 @@ class SandboxService:
         return True
 
     def pick_default_route(self, c: Container) -> None:
-        """The first network (in connect order) with a gateway gives the default route."""
+        """The first endpoint with a gateway in libnetwork's order (``route_order_key``)
+        gives the default route, if none has it yet. A route already set stays where it is:
+        moving it on a connect would need an undo the connect's callers do not push."""
         if any(a.endpoint and a.endpoint.default_route for a in c.attachments):
             return
-        # The gateway bridge only when no network of the container's own gives a route.
-        ordered = sorted(c.attachments, key=lambda a: a.gateway_only)
-        for a in ordered:
+        best: tuple[tuple[bool, bool, bool, int, str], Endpoint] | None = None
+        for a in c.attachments:
             ep = a.endpoint
-            if ep is None:
-                continue
             net = self.registry.networks.get(a.network_id)
-            if net is None or net.internal or not (ep.gateway or ep.ipv6_gateway):
+            if ep is None or net is None or net.internal or not (ep.gateway or ep.ipv6_gateway):
                 continue
-            with self.kernel.sandbox_links(c.sandbox_key) as links:
-                if ep.gateway:
-                    links.set_default_route(ep.ifname, ep.gateway, 4)
-                if ep.ipv6_gateway:
-                    links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
-            ep.default_route = True
+            key = route_order_key(net, bool(ep.gateway and ep.ipv6_gateway),
+                                  a.request.gw_priority, a.gateway_only)
+            if best is None or key < best[0]:
+                best = (key, ep)
+        if best is None:
             return
+        ep = best[1]
+        with self.kernel.sandbox_links(c.sandbox_key) as links:
+            if ep.gateway:
+                links.set_default_route(ep.ifname, ep.gateway, 4)
+            if ep.ipv6_gateway:
+                links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
+        ep.default_route = True
 
     def leave_endpoint(self, c: Container, a: Attachment, kernel: bool) -> None:
         """Take an endpoint out of the resolver and the kernel; it stays stored and keeps its
