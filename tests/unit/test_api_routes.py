@@ -20,6 +20,7 @@ from nsnet.api.backend import Backend, Sink
 from nsnet.api.routes import build
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import EngineInfo
+from nsnet.engine.events import Event, EventBus, Subscription
 from nsnet.engine.networks import NetworkCreate
 from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession
 from nsnet.errors import NotFound
@@ -49,6 +50,8 @@ class FakeBackend:
         self.execs: dict[str, ExecRecord] = {}
         self.seen: dict[str, Any] = {}
         self.output: list[tuple[int, bytes]] = [(1, b"out\n"), (2, b"err\n")]
+        self.paused: set[str] = set()  # issue 11
+        self.events = EventBus()  # issue 11, GET /events
 
     def _call(self, name: str, **kw: Any) -> None:
         self.calls.append(name)
@@ -65,6 +68,15 @@ class FakeBackend:
     async def reconcile(self) -> dict[str, Any]:
         self._call("reconcile")
         return {"links_removed": []}
+
+    # GET /events (issue 11): the engine's own bus, which is pure.
+    def subscribe_events(self, filters: dict[str, list[str]], since: int | None,
+                         until: int | None) -> tuple[list[Event], Subscription]:
+        self._call("subscribe_events", filters=filters, since=since, until=until)
+        return self.events.subscribe(filters, since, until)
+
+    def unsubscribe_events(self, sub: Subscription) -> None:
+        self.events.unsubscribe(sub)
 
     def network_table(self) -> Mapping[str, Network]:
         return self.networks
@@ -152,6 +164,34 @@ class FakeBackend:
 
     async def remove_container(self, ref: str, force: bool = False) -> None:
         self._call("remove_container", ref=ref, force=force)
+
+    # rename, pause/unpause, top, resize (issue 11)
+
+    async def rename_container(self, ref: str, new_name: str) -> None:
+        self._call("rename_container", ref=ref, new_name=new_name)
+
+    async def pause_container(self, ref: str) -> None:
+        self._call("pause_container", ref=ref)
+        self.paused.add(self.find_container(ref).id)
+
+    async def unpause_container(self, ref: str) -> None:
+        self._call("unpause_container", ref=ref)
+        self.paused.discard(self.find_container(ref).id)
+
+    def container_paused(self, c: Container) -> bool:
+        return c.id in self.paused
+
+    async def top_container(self, ref: str,
+                            ps_args: str) -> tuple[list[str], list[list[str]]]:
+        self._call("top_container", ref=ref, ps_args=ps_args)
+        return ["UID", "PID", "CMD"], [["root", "7", "sleep 60"]]
+
+    def resize_container(self, ref: str, height: int, width: int) -> None:
+        self._call("resize_container", ref=ref, height=height, width=width)
+
+    def resize_exec(self, exec_id: str, height: int, width: int) -> None:
+        self._call("resize_exec", exec_id=exec_id, height=height, width=width)
+        self.find_exec(exec_id)
 
     async def stream_logs(self, ref: str, sink: Sink, stdout: bool, stderr: bool,
                           follow: bool, tail: int | None) -> None:

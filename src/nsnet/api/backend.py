@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from nsnet.engine.cluster import NodeStatus
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.core import EngineInfo
+from nsnet.engine.events import Event, Subscription
 from nsnet.engine.networks import NetworkCreate
 from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession, Sink
 from nsnet.model import Container, EndpointRequest, Image, Network
@@ -34,6 +35,13 @@ class Backend(Protocol):
         ...
 
     async def reconcile(self) -> dict[str, Any]: ...
+
+    def subscribe_events(self, filters: dict[str, list[str]], since: int | None,
+                         until: int | None) -> tuple[list[Event], Subscription]:
+        """Recent events in [since, until] (unix ns) and a subscription to what follows."""
+        ...
+
+    def unsubscribe_events(self, sub: Subscription) -> None: ...
 
     # -- networks ---------------------------------------------------------------------------
 

@@ -1,18 +1,29 @@
-"""System routes: ping, version, info, metrics, reconcile, and Docker's swarm/volume/plugin
-answers for what nsnet does not have."""
+"""System routes: ping, version, info, metrics, reconcile, events, and Docker's
+swarm/volume/plugin answers for what nsnet does not have."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
+import time
 from typing import Any
 
 from aiohttp import web
 
 from nsnet import __version__
-from nsnet.api.app import API_VERSION, MIN_API_VERSION, Router, error_response, json_response
+from nsnet.api.app import (
+    API_VERSION,
+    MIN_API_VERSION,
+    Router,
+    error_response,
+    json_response,
+    std_headers,
+)
 from nsnet.api.backend import Backend
+from nsnet.api.parse import filters
+from nsnet.engine.events import check_filters, check_range, parse_timestamp
 
 Params = dict[str, str]
 
@@ -76,6 +87,47 @@ def info_json(backend: Backend) -> dict[str, Any]:
     }
 
 
+# How often a quiet stream checks that its client is still there: aiohttp does not cancel a
+# handler whose peer left, and a subscriber must not outlive its connection.
+EVENTS_POLL = 1.0
+
+
+async def stream_events(req: web.BaseRequest, backend: Backend) -> web.StreamResponse:
+    """``GET /events``: everything is checked before the 200 goes; then the ring's events
+    from ``since``, then live ones, until ``until`` passes, the client leaves, or the client
+    falls a full queue behind (the bus closed it)."""
+    q = req.query
+    since = parse_timestamp(q.get("since", ""))
+    until = parse_timestamp(q.get("until", ""))
+    check_range(since, until)
+    flt = filters(req)
+    check_filters(flt)
+    past, sub = backend.subscribe_events(flt, since, until)
+    try:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        std_headers(resp)
+        await resp.prepare(req)  # the docker CLI waits for the headers before it prints
+        for ev in past:
+            await resp.write(json.dumps(ev.message()).encode() + b"\n")
+        while True:
+            wait = EVENTS_POLL
+            if until is not None:
+                left = until / 1e9 - time.time()
+                if left <= 0:
+                    break
+                wait = min(wait, left)
+            ev = await sub.next(wait)
+            if ev is not None:
+                await resp.write(json.dumps(ev.message()).encode() + b"\n")
+            elif sub.closed or req.transport is None or req.transport.is_closing():
+                break
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+    finally:
+        backend.unsubscribe_events(sub)
+
+
 def register(router: Router, backend: Backend) -> None:
     async def ping(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         body = b"" if req.method == "HEAD" else b"OK"
@@ -117,3 +169,8 @@ def register(router: Router, backend: Backend) -> None:
     router.add("GET", "/plugins/{name:.+}/json", plugin)
     router.add("POST", "/nsnet/reconcile", reconcile)
     router.add("GET", "/metrics", metrics)
+
+    async def events(req: web.BaseRequest, p: Params) -> web.StreamResponse:
+        return await stream_events(req, backend)
+
+    router.add("GET", "/events", events)

@@ -24,7 +24,7 @@ from nsnet.engine.cluster import Cluster, NodeStatus
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.connections import ConnectionService
 from nsnet.engine.containers import ContainerCreate, ContainerService
-from nsnet.engine.events import EventBus, container_attributes
+from nsnet.engine.events import Event, EventBus, Subscription, container_attributes
 from nsnet.engine.filter_regex import filter_budget
 from nsnet.engine.filters import check_container_filters, container_matches, network_matches
 from nsnet.engine.global_endpoints import GlobalEndpoints
@@ -378,6 +378,13 @@ class Engine:
         return None
 
     # -- events (GET /events) ---------------------------------------------------------------
+
+    def subscribe_events(self, filters: dict[str, list[str]], since: int | None,
+                         until: int | None) -> tuple[list[Event], Subscription]:
+        return self.events.subscribe(filters, since, until)
+
+    def unsubscribe_events(self, sub: Subscription) -> None:
+        self.events.unsubscribe(sub)
 
     def _container_event(self, c: Container, action: str, **extra: str) -> None:
         self.events.emit("container", action, c.id,
