@@ -23,7 +23,7 @@ from nsnet.api.app import (
 )
 from nsnet.api.backend import Backend
 from nsnet.api.parse import filters
-from nsnet.engine.events import check_filters, check_range, parse_timestamp
+from nsnet.engine.events import Event, check_filters, check_range, parse_timestamp
 
 Params = dict[str, str]
 
@@ -92,6 +92,10 @@ def info_json(backend: Backend) -> dict[str, Any]:
 EVENTS_POLL = 1.0
 
 
+def _line(ev: Event) -> bytes:
+    return json.dumps(ev.message()).encode() + b"\n"
+
+
 async def stream_events(req: web.BaseRequest, backend: Backend) -> web.StreamResponse:
     """``GET /events``: everything is checked before the 200 goes; then the ring's events
     from ``since``, then live ones, until ``until`` passes, the client leaves, or the client
@@ -107,8 +111,8 @@ async def stream_events(req: web.BaseRequest, backend: Backend) -> web.StreamRes
         resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         std_headers(resp)
         await resp.prepare(req)  # the docker CLI waits for the headers before it prints
-        for ev in past:
-            await resp.write(json.dumps(ev.message()).encode() + b"\n")
+        for old in past:
+            await resp.write(_line(old))
         while True:
             wait = EVENTS_POLL
             if until is not None:
@@ -118,7 +122,7 @@ async def stream_events(req: web.BaseRequest, backend: Backend) -> web.StreamRes
                 wait = min(wait, left)
             ev = await sub.next(wait)
             if ev is not None:
-                await resp.write(json.dumps(ev.message()).encode() + b"\n")
+                await resp.write(_line(ev))
             elif sub.closed or req.transport is None or req.transport.is_closing():
                 break
         with contextlib.suppress(ConnectionError):
