@@ -1,5 +1,6 @@
-"""Container lifecycle commands (start, stop, kill, wait, rm), logs, exec, and the `container`
-group that gathers every container command under docker's aliases."""
+"""Container lifecycle commands (start, stop, kill, wait, rm, rename, pause, unpause), logs,
+exec, top, and the `container` group that gathers every container command under docker's
+aliases."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from nsnet.cli.base import RUN_SETTINGS, CLIExit, State, cli, error_line, fail, 
 from nsnet.cli.listing import inspect, ps
 from nsnet.cli.run import create, run
 from nsnet.client import APIError, ClientError
+from nsnet.client.transport import segment
 
 
 def for_each(names: Iterable[str], action: Callable[[str], str | None]) -> None:
@@ -201,6 +203,80 @@ def exec_(
         raise CLIExit(code)
 
 
+# -- rename, pause/unpause, top (issue 11) ---------------------------------------------------
+# The client has no methods for these routes yet: the commands call its transport directly.
+
+
+def _post(state: State, name: str, action: str, params: dict[str, str] | None = None) -> None:
+    state.client.transport.call("POST", f"/containers/{segment(name)}/{action}", params)
+
+
+@cli.command("rename")
+@click.argument("container")
+@click.argument("new_name")
+@click.pass_obj
+def rename(state: State, container: str, new_name: str) -> None:
+    """Rename a container."""
+    new_name = new_name.strip()
+    if not container or not new_name:
+        fail("Neither old nor new names may be empty")
+    _post(state, container, "rename", {"name": new_name})
+
+
+@cli.command("pause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def pause(state: State, containers: tuple[str, ...]) -> None:
+    """Pause all processes within one or more containers."""
+
+    def one(name: str) -> str:
+        _post(state, name, "pause")
+        return name
+
+    for_each(containers, one)
+
+
+@cli.command("unpause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_obj
+def unpause(state: State, containers: tuple[str, ...]) -> None:
+    """Unpause all processes within one or more containers."""
+
+    def one(name: str) -> str:
+        _post(state, name, "unpause")
+        return name
+
+    for_each(containers, one)
+
+
+@cli.command("top", context_settings=RUN_SETTINGS)
+@click.argument("container")
+@click.argument("ps_options", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def top(state: State, container: str, ps_options: tuple[str, ...]) -> None:
+    """Display the running processes of a container (the host's ps, default -ef)."""
+    params = {"ps_args": " ".join(ps_options)} if ps_options else None
+    data = state.client.transport.call("GET", f"/containers/{segment(container)}/top", params)
+    titles = [str(t) for t in (data or {}).get("Titles") or []]
+    rows = [[str(f) for f in row] for row in (data or {}).get("Processes") or []]
+    for line in top_table(titles, rows):
+        click.echo(line)
+
+
+def top_table(titles: list[str], rows: list[list[str]]) -> list[str]:
+    """docker top's table (Go's tabwriter, minimum width 20, padding 3): every column but
+    the last padded to its widest cell; the last (the command) left as it is."""
+    table = [titles, *rows]
+    ncols = max((len(r) for r in table), default=0)
+    widths = [max([20, *(len(r[i]) + 3 for r in table if i < len(r))])
+              for i in range(ncols - 1)]
+    out = []
+    for r in table:
+        cells = [c.ljust(widths[i]) if i < len(widths) else c for i, c in enumerate(r)]
+        out.append("".join(cells).rstrip())
+    return out
+
+
 @cli.group("container")
 def container() -> None:
     """Manage containers."""
@@ -221,5 +297,9 @@ for _name, _cmd in (
     ("inspect", inspect),
     ("logs", logs),
     ("exec", exec_),
+    ("rename", rename),
+    ("pause", pause),
+    ("unpause", unpause),
+    ("top", top),
 ):
     container.add_command(_cmd, _name)
