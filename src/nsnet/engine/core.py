@@ -89,6 +89,8 @@ class Engine:
         self.events = services.events
         # Signals sent by a stop/rm -f whose ``kill`` event must come before the ``die``.
         self._pending_kill: dict[str, str] = {}
+        # ``destroy`` reporters by container, each called once (rm or the removed waiter).
+        self._destroy: dict[str, Callable[[], None]] = {}
         services.containers.on_exit = self._container_died
 
     # -- life -------------------------------------------------------------------------------
@@ -316,6 +318,8 @@ class Engine:
             await self.s.containers.remove_container(ref, force)
         finally:
             self._pending_kill.pop(c.id, None)
+        if c.id not in self.registry.containers:
+            self._destroyed(c.id)  # now, not a loop turn later when the waiter fires
 
     # -- rename, pause/unpause, top, resize (issue 11) ----------------------------------------
 
@@ -425,8 +429,14 @@ class Engine:
             return
         if w is None:
             return
-        fut.add_done_callback(lambda _f: self._container_event(c, "destroy"))
+        self._destroy[c.id] = lambda: self._container_event(c, "destroy")
+        fut.add_done_callback(lambda _f: self._destroyed(c.id))
         w.removed.append(fut)
+
+    def _destroyed(self, cid: str) -> None:
+        report = self._destroy.pop(cid, None)
+        if report is not None:
+            report()
 
 
 def _signal_number(sig: str | None, default: int) -> str:
