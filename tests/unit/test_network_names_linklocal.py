@@ -6,10 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_support import synced
 from test_engine_usecases import World
+from test_global_networks import hosts, overlay
 
 from nsnet.api.parse import endpoint_request
 from nsnet.api.render import endpoint_settings
+from nsnet.cluster import keys
 from nsnet.drivers.base import endpoint_addresses
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.networks import NetworkCreate
@@ -17,6 +20,7 @@ from nsnet.engine.registry import check_network_name
 from nsnet.engine.sandboxes import validate_endpoint_request
 from nsnet.errors import Forbidden, Invalid, NsnetError
 from nsnet.model import Attachment, Container, EndpointRequest, IPAMPool, Network
+from nsnet.testing.fake_kv import MemoryKV
 
 
 @pytest.fixture
@@ -114,3 +118,16 @@ def test_inspect_of_a_request_without_link_local_ips_is_unchanged() -> None:
     c = Container(id="c" * 64, name="x", image="busybox", image_id="", created="")
     shown = endpoint_settings(c, Attachment(network_id="n", request=EndpointRequest()), None)
     assert shown["IPAMConfig"] is None
+
+
+@synced
+async def test_overlay_names_are_etcd_key_components() -> None:
+    kv = MemoryKV()
+    (a,) = await hosts(kv, 1)
+    net = await a.glob.create(overlay("my net"), [])
+    assert a.registry.find_network("my net") is net
+    assert await kv.get(keys.network_name("my net")) is not None
+    for bad in ("a/b", "..", "nb\u00a0sp"):
+        with pytest.raises(Invalid, match="invalid network name"):
+            await a.glob.create(overlay(bad), [])
+    await a.glob.stop()
