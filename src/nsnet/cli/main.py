@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from nsnet.cli import (  # noqa: F401 - importing a command module registers its commands
     container,
+    events,
     image,
     listing,
     network,
