@@ -22,7 +22,9 @@ def test_line_and_levels() -> None:
     assert line == "GET /v1.41/containers/json?all=1&X-Auth=***&registry_token=*** 200 4.2ms"
     assert "hunter2" not in line and "t0k" not in line
     assert access_line("DELETE", "/networks/my net", {}, 404, 0.001) == \
-        "DELETE /networks/my net 404 1.0ms"
+        "DELETE /networks/my%20net 404 1.0ms"
+    forged = access_line("GET", "/x\n2026 ERROR forged", {"q": "a\nb"}, 200, 0)
+    assert "\n" not in forged and forged.startswith("GET /x%0A2026%20ERROR%20forged?q=a%0Ab ")
     assert [access_level(s) for s in (200, 204, 304, 400, 404, 409, 500, 503)] == [
         logging.DEBUG, logging.DEBUG, logging.DEBUG, logging.INFO, logging.INFO, logging.INFO,
         logging.ERROR, logging.ERROR]

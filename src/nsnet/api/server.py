@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -145,9 +145,11 @@ _SECRET_PARAM = re.compile(r"auth|token|pass|secret|key|credential", re.IGNORECA
 
 def access_line(method: str, path: str, query: Mapping[str, str], status: int,
                 seconds: float) -> str:
-    """One request as the access log shows it: the query's secret-looking values masked and
-    no body, ever (a body may hold environment variables, commands or registry auth)."""
-    target = path
+    """One request as the access log shows it, one line with four fields: the query's
+    secret-looking values masked and no body, ever (a body may hold environment variables, commands or registry auth)."""
+    # Re-quoted: a decoded path may hold spaces (``/networks/my net``) or, from a hostile
+    # client, newlines that would forge log lines.
+    target = quote(path, safe="/@:,$&'()*+;=!~")
     if query:
         target += "?" + urlencode([(k, "***" if _SECRET_PARAM.search(k) else v)
                                    for k, v in query.items()], safe="/:,*{}[]\"@")
