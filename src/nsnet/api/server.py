@@ -146,7 +146,8 @@ _SECRET_PARAM = re.compile(r"auth|token|pass|secret|key|credential", re.IGNORECA
 def access_line(method: str, path: str, query: Mapping[str, str], status: int,
                 seconds: float) -> str:
     """One request as the access log shows it, one line with four fields: the query's
-    secret-looking values masked and no body, ever (a body may hold environment variables, commands or registry auth)."""
+    secret-looking values masked and no body, ever (a body may hold environment variables,
+    commands or registry auth)."""
     # Re-quoted: a decoded path may hold spaces (``/networks/my net``) or, from a hostile
     # client, newlines that would forge log lines.
     target = quote(path, safe="/@:,$&'()*+;=!~")
