@@ -82,7 +82,8 @@ def test_names_refused_as_one_readable_line(daemon: Daemon) -> None:
     assert "Traceback" not in log, d.log_tail(40)
     # The access log (the fixture runs the daemon at --log-level debug) shows each call: the
     # refusals at INFO, the successes at DEBUG, never a request body.
-    access = [ln.split(" nsnet.access: ", 1) for ln in log.splitlines() if " nsnet.access: " in ln]
+    tag = " nsnet.api.server: "
+    access = [ln.split(tag, 1) for ln in log.splitlines() if tag in ln]
     seen = {(head.split()[-1], line.split()[0], line.split()[1].split("/", 2)[-1],
              line.split()[2]) for head, line in access}
     assert ("INFO", "POST", "networks/create", "409") in seen, seen

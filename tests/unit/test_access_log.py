@@ -1,4 +1,4 @@
-"""Issue 11: the API's access log (``nsnet.access``): one line per request, its level by status,
+"""Issue 11: the API's access log (``nsnet.api.server``): one line per request, its level by status,
 secret-looking query values masked, never the body."""
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def test_served_requests_are_logged_without_their_body(tmp_path: Path,
         finally:
             await runner.cleanup()
 
-    with caplog.at_level(logging.DEBUG, logger="nsnet.access"):
+    with caplog.at_level(logging.DEBUG, logger="nsnet.api.server"):
         replies = asyncio.run(main())
     assert [r.split(b" ", 2)[1] for r in replies] == [b"200", b"404", b"500"]
-    got = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "nsnet.access"]
+    got = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "nsnet.api.server"]
     assert [(lvl, msg.rsplit(" ", 1)[0]) for lvl, msg in got] == [
         (logging.DEBUG, "POST /v1.41/containers/create?name=web 200"),
         (logging.INFO, "GET /nope?auth=*** 404"),

@@ -17,7 +17,7 @@ returns true, and aiohttp's returns None, so every frame after that would be los
 here keeps the write side open; the connection still ends when the response is done (hijacked
 responses force-close) or when the peer goes away entirely.
 
-Access log. Every request is one line of the ``nsnet.access`` logger when it ends: method,
+Access log. Every request is one line of the ``nsnet.api.server`` logger when it ends: method,
 path and query (values of secret-looking parameters masked), status and duration; at debug,
 4xx at info, 5xx at error, so ``--log-level debug`` shows every call a client made. A hijacked
 or streamed response (attach, logs -f, events) is logged when its stream ends.
@@ -138,7 +138,7 @@ def mark_hijacked(protocol: object) -> None:
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-access_log = logging.getLogger("nsnet.access")
+access_log = logging.getLogger(__name__)  # "nsnet.api.server"
 # Query parameters whose values may be credentials; their values never reach the log.
 _SECRET_PARAM = re.compile(r"auth|token|pass|secret|key|credential", re.IGNORECASE)
 
