@@ -288,14 +288,18 @@ def test_the_facade_reports_a_lifecycle_in_docker_order(tmp_path: Path) -> None:
     w.run(lifecycle())
     assert _actions(bus)[0] == ("network", "create", "")
     assert _actions(bus)[1:] == [
-        ("container", "create", ""), ("container", "start", ""),
-        ("container", "kill", "15"), ("container", "die", "143"), ("container", "stop", ""),
+        ("container", "create", ""), ("network", "connect", ""), ("container", "start", ""),
+        ("container", "kill", "15"), ("container", "die", "143"),
+        ("network", "disconnect", ""), ("container", "stop", ""),
         ("container", "destroy", ""),
-        ("container", "create", ""), ("container", "start", ""),
+        ("container", "create", ""), ("network", "connect", ""), ("container", "start", ""),
         ("container", "kill", "9"), ("container", "die", "137"),
+        ("network", "disconnect", ""),
         ("container", "destroy", ""),  # --rm: reported by the removal itself
         ("network", "destroy", ""),
     ]
+    joins = [e for e in bus.ring if e.action in ("connect", "disconnect")]
+    assert [e.attributes["name"] for e in joins] == ["front", "front", "bridge", "bridge"]
     web = [e for e in bus.ring if e.attributes.get("name") == "web"]
     assert all(e.attributes["tier"] == "web" and e.attributes["image"] == "busybox"
                for e in web)

@@ -264,6 +264,7 @@ class Engine:
         c = self.registry.find_container(ref)
         try:
             await self.s.containers.start_container(c.id)
+            self._endpoint_events(c, "connect")  # Docker: the joins, then the start
             self._container_event(c, "start")
         except NotModified:
             raise
@@ -418,6 +419,15 @@ class Engine:
         if pending is not None:
             self._container_event(c, "kill", signal=pending)
         self._container_event(c, "die", exitCode=str(code))
+        self._endpoint_events(c, "disconnect")
+
+    def _endpoint_events(self, c: Container, action: str) -> None:
+        """Docker reports a running container's endpoints joining and leaving its networks
+        as network connect/disconnect (hidden gateway attachments excepted)."""
+        for a in c.attachments:
+            net = self.registry.networks.get(a.network_id)
+            if net is not None and not a.gateway_only:
+                self._network_event(net, action, container=c.id)
 
     def _watch_removal(self, c: Container) -> None:
         """``destroy`` once the container is gone, however it went (rm, rm -f, --rm): the
