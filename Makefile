@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables libnftables1 runc busybox-static iputils-ping dnsutils \
-	dnsperf etcd-server etcd-client util-linux python3-venv procps iptables iperf3
+	dnsperf etcd-server etcd-client util-linux python3-venv procps iptables iperf3 \
+	docker-compose
 DATA_ROOT ?= /var/lib/nsnet
 EXEC_ROOT ?= /run/nsnet
 PYTEST_ARGS ?=
