@@ -15,6 +15,7 @@ from test_engine_usecases import World
 
 from nsnet.cli.container import top_table
 from nsnet.engine.containers import ContainerCreate, top_args
+from nsnet.engine.sessions import ExecConfig
 from nsnet.errors import Conflict, Invalid, NotFound, SystemError_
 from nsnet.model import Container, Endpoint, Network
 from nsnet.runtime.runc import parse_ps_output
@@ -161,6 +162,16 @@ def test_pause_and_unpause_with_their_conflicts(cw: ControlWorld) -> None:
     cw.run(cw.engine.stop_container(cid, 1))
     with pytest.raises(Conflict, match=f"Container {cid} is not running"):
         cw.run(cw.engine.pause_container("p"))
+
+
+def test_exec_into_a_paused_container_is_refused_at_create(cw: ControlWorld) -> None:
+    cid = cw.running("p", "bridge")
+    cw.run(cw.engine.pause_container(cid))
+    with pytest.raises(Conflict, match=f"Container {cid} is paused, unpause the container "
+                       "before exec"):
+        cw.engine.create_exec(cid, ExecConfig(cmd=["true"]))
+    cw.run(cw.engine.unpause_container(cid))
+    assert cw.engine.create_exec(cid, ExecConfig(cmd=["true"])).cmd == ["true"]
 
 
 def test_stop_of_a_paused_container_signals_then_resumes(cw: ControlWorld) -> None:

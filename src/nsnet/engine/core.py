@@ -34,7 +34,7 @@ from nsnet.engine.reconcile import Reconciler, Report
 from nsnet.engine.registry import ContainerWaiters, Registry
 from nsnet.engine.sandboxes import SandboxService
 from nsnet.engine.sessions import ExecConfig, ExecRecord, ExecSession, Sessions, Sink
-from nsnet.errors import Invalid, NotModified, NsnetError, Unavailable
+from nsnet.errors import Conflict, Invalid, NotModified, NsnetError, Unavailable
 from nsnet.exit_codes import classify_start_error
 from nsnet.model import Container, EndpointRequest, Image, Network
 
@@ -364,6 +364,10 @@ class Engine:
         await self.s.sessions.attach(ref, sink, stdout, stderr, logs, stream)
 
     def create_exec(self, ref: str, cfg: ExecConfig) -> ExecRecord:
+        c = self.registry.find_container(ref)
+        if self.s.containers.is_paused(c):
+            # moby refuses at create; runc would fail at start with a 255 and its own words.
+            raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
         e = self.s.sessions.create_exec(ref, cfg)
         self._exec_event(e, "exec_create: " + " ".join(e.cmd))
         return e
