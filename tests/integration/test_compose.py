@@ -351,9 +351,6 @@ def test_restart_keeps_service_reachable(daemon: Daemon, tmp_path: Path) -> None
     assert_down_leaves_nothing(daemon)
 
 
-@pytest.mark.xfail(strict=True, reason="nsnet's image inspect has no ContainerConfig at any API "
-                   "version (moby keeps it below 1.45): compose 1.29 raises KeyError after the "
-                   "rename and leaves the service stopped")
 def test_up_after_change_and_force_recreate(daemon: Daemon, tmp_path: Path) -> None:
     """Compose replaces a container by stopping it, renaming it out of the way
     (`POST /containers/{id}/rename`), creating the new one and removing the old: the service

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from nsnet.api import render
@@ -18,7 +20,9 @@ def register(router: Router, backend: Backend) -> None:
         return json_response([render.image_summary(i) for i in backend.list_images()])
 
     async def inspect(req: web.BaseRequest, p: Params) -> web.StreamResponse:
-        return json_response(render.image_json(backend.find_image(p["name"])))
+        m = re.match(r"^/v(\d+)\.(\d+)/", req.rel_url.raw_path)
+        legacy = m is not None and (int(m.group(1)), int(m.group(2))) < (1, 45)
+        return json_response(render.image_json(backend.find_image(p["name"]), legacy))
 
     async def create(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         if req.query.get("fromImage"):

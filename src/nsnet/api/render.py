@@ -265,8 +265,11 @@ def image_summary(img: Image) -> dict[str, Any]:
     }
 
 
-def image_json(img: Image) -> dict[str, Any]:
-    return {
+def image_json(img: Image, legacy: bool = False) -> dict[str, Any]:
+    """``legacy``: a client below API 1.45, which still gets ``Container`` and
+    ``ContainerConfig`` (moby dropped them in 1.45; docker-compose 1.29 reads
+    ``ContainerConfig`` when it recreates a container and fails without it)."""
+    out: dict[str, Any] = {
         "Id": img.id,
         "RepoTags": list(img.repo_tags),
         "RepoDigests": [],
@@ -285,6 +288,10 @@ def image_json(img: Image) -> dict[str, Any]:
         "RootFS": {"Type": "layers", "Layers": [img.id]},
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
     }
+    if legacy:
+        out["Container"] = ""
+        out["ContainerConfig"] = {**out["Config"], "Volumes": None}
+    return out
 
 
 def is_v4(addr: str) -> bool:
