@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from test_compose import compose, default_routes, dx, project
 
 from nsnet.testing.hosts import Daemon, sh
 
@@ -21,6 +21,30 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(not Path(DOCKER).exists(), reason="needs the docker CLI"),
 ]
+
+
+def compose(d: Daemon, project: Path, *args: str) -> None:
+    p = subprocess.run([COMPOSE, "--no-ansi", "-p", project.name,
+                        "-f", str(project / "docker-compose.yml"), *args],
+                       capture_output=True, text=True, env=d.env, timeout=120, cwd=project)
+    assert p.returncode == 0, f"docker-compose {' '.join(args)}: {p.stderr}\n{d.log_tail(30)}"
+
+
+def project(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    (path / "docker-compose.yml").write_text(text)
+    return path
+
+
+def dx(d: Daemon, container: str, *cmd: str) -> str:
+    return d.docker("exec", container, *cmd).stdout
+
+
+def default_routes(d: Daemon, container: str) -> list[str]:
+    """Default routes seen inside (busybox ip ignores a `show default` selector)."""
+    return [" ".join(line.split()) for line in dx(d, container, "ip", "route").splitlines()
+            if line.startswith("default")]
 
 
 def addr_on(d: Daemon, container: str, ifname: str) -> list[str]:
