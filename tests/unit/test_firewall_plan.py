@@ -173,3 +173,14 @@ def test_sandbox_dns_plan_sends_port_53_to_the_resolver_sockets() -> None:
         except ValueError:
             continue
         raise AssertionError(f"port {bad} accepted")
+
+
+def test_a_long_network_name_keeps_the_comment_under_nftables_limit() -> None:
+    """nft refuses comments over 128 bytes; network names may be 255 characters (Docker's
+    rule), so the name is cut by bytes at a character boundary and the id still says which."""
+    n = NetworkFirewall(short_id="abc123abc123", name="é" * 200, bridge="br-abc123abc123",
+                        subnets=("172.18.0.0/16",))
+    comments = {line.split(" comment ", 1)[1] for line in network_plan(n).splitlines()
+                if " comment " in line}
+    assert comments == {'"nsnet network ' + "é" * 48 + ' abc123abc123"'}
+    assert all(len(c.encode()) <= 128 for c in comments)

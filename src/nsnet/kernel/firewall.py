@@ -49,6 +49,13 @@ def _q(s: str) -> str:
     return '"' + s.replace('"', "") + '"'
 
 
+def _cut(s: str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8, cut at a character boundary: nftables refuses a
+    comment over 128 bytes, and a network name may be 255 characters (the id12 beside it
+    still names the network)."""
+    return s.encode()[:limit].decode(errors="ignore")
+
+
 def base_plan() -> str:
     """Idempotent: ``add`` of an existing object is a no-op in nftables."""
     return "\n".join([
@@ -77,7 +84,7 @@ def network_plan(n: NetworkFirewall) -> str:
     """(Re)write one network's chains and hook them into the maps, atomically."""
     to_c, from_c, nat_c = chain_names(n.short_id)
     br = _q(n.bridge)
-    comment = _q(f"nsnet network {n.name} {n.short_id}")
+    comment = _q(f"nsnet network {_cut(n.name, 96)} {n.short_id}")
     lines = []
     for c in (to_c, from_c, nat_c):
         lines.append(f"add chain {TABLE} {c}")
