@@ -13,6 +13,7 @@ from test_engine_usecases import World
 from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.networks import NetworkCreate
 from nsnet.engine.sandboxes import route_order_key
+from nsnet.errors import NsnetError
 from nsnet.model import EndpointRequest, IPAMPool, Network
 
 
@@ -82,8 +83,8 @@ def test_only_internal_networks_give_no_default_route(world: World) -> None:
 
 
 def test_connect_to_a_running_container_keeps_eth_numbering_and_route(world: World) -> None:
-    # A running container's new interface takes the next free name, as on Docker; the route
-    # stays where it is (nsnet does not move it on a connect: see pick_default_route).
+    # A running container's new interface takes the next free name, as on Docker, and the
+    # route moves to the new first network in libnetwork's order (getGatewayEndpoint).
     _net(world, "zeta", "10.100.0.0/24")
     _net(world, "alpha", "10.101.0.0/24")
     cid = world.running("c1", "zeta")
@@ -92,6 +93,35 @@ def test_connect_to_a_running_container_keeps_eth_numbering_and_route(world: Wor
     ifnames = {world.engine.registry.networks[a.network_id].name: a.endpoint.ifname
                for a in c.attachments if a.endpoint is not None}
     assert ifnames == {"zeta": "eth0", "alpha": "eth1"}
+    assert world.kernel.state.routes[c.sandbox_key]["0.0.0.0/0"][:2] == ("eth1", "10.101.0.1")
+
+
+def test_gw_priority_on_connect_moves_the_route_and_a_failure_puts_it_back(
+        world: World) -> None:
+    _net(world, "alpha", "10.102.0.0/24")
+    _net(world, "beta", "10.103.0.0/24")
+    _net(world, "gamma", "10.104.0.0/24")
+    cid = world.running("c1", "alpha")
+    key = world.engine.find_container(cid).sandbox_key
+
+    def route() -> tuple[str, str]:
+        r = world.kernel.state.routes[key]["0.0.0.0/0"]
+        return r[0], r[1]
+
+    world.run(world.engine.connect("gamma", cid, EndpointRequest()))
+    assert route() == ("eth0", "10.102.0.1")  # alpha sorts first: the route stays
+    world.kernel.fail_on("configure_endpoint")
+    with pytest.raises(NsnetError):
+        world.run(world.engine.connect("beta", cid, EndpointRequest(gw_priority=5)))
+    assert route() == ("eth0", "10.102.0.1")
+    world.run(world.engine.connect("beta", cid, EndpointRequest(gw_priority=5)))
+    assert route() == ("eth2", "10.103.0.1")
+    c = world.engine.find_container(cid)
+    holders = [world.engine.registry.networks[a.network_id].name for a in c.attachments
+               if a.endpoint is not None and a.endpoint.default_route]
+    assert holders == ["beta"]
+    world.engine.disconnect("beta", cid, False)
+    assert route() == ("eth0", "10.102.0.1")
 
 
 def test_route_order_key_follows_libnetwork_less() -> None:

@@ -100,8 +100,9 @@ class ConnectionService:
             ep = self.sandboxes.join(c, a, c.sandbox_key, undo, claim)
             crash_point("connect.endpoint_joined")
             self.sandboxes.join_gateway(c, undo)
-            self.sandboxes.move_route_off_gateway(c, undo)
-            self.sandboxes.pick_default_route(c)
+            # The route follows libnetwork's order: off the gateway bridge when a network
+            # that gives one joins, to a network of higher GwPriority; undone on failure.
+            self.sandboxes.settle_default_route(c, undo)
             self.resolver.endpoint_up(c, net, ep)
             undo.push(self.resolver.endpoint_down, c, net, ep)
             if user_defined(net) and self.sandboxes.on_user_network(c):

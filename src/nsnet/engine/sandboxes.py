@@ -307,29 +307,6 @@ class SandboxService:
         undo.push(c.attachments.remove, a)
         self.join(c, a, c.sandbox_key, undo)
 
-    def move_route_off_gateway(self, c: Container, undo: Undo) -> None:
-        """A network that gives a default route joined a container whose route goes through
-        the gateway bridge: the route moves to it now, inside the caller's undo (a failure
-        puts it back), so the gateway endpoint can be dropped after the commit without
-        leaving the container routeless on the way."""
-        held = next((a for a in c.attachments if a.gateway_only), None)
-        if held is None or held.endpoint is None or not held.endpoint.default_route or \
-                self.needs_gateway(c):
-            return
-        held.endpoint.default_route = False
-        undo.push(self._route_back_to, c, held)
-        self.pick_default_route(c)
-
-    def _route_back_to(self, c: Container, a: Attachment) -> None:
-        ep = a.endpoint
-        if ep is None or not ep.gateway:
-            return
-        for other in c.attachments:
-            if other.endpoint is not None:
-                other.endpoint.default_route = other is a
-        with self.kernel.sandbox_links(c.sandbox_key) as links:
-            links.set_default_route(ep.ifname, ep.gateway, 4)
-
     def drop_gateway(self, c: Container) -> bool:
         """Leave the gateway bridge once no longer needed (another network gives the default
         route now, or the overlay went); True if it left, for the caller to save. Called
@@ -346,10 +323,42 @@ class SandboxService:
 
     def pick_default_route(self, c: Container) -> None:
         """The first endpoint with a gateway in libnetwork's order (``route_order_key``)
-        gives the default route, if none has it yet. A route already set stays where it is:
-        moving it on a connect would need an undo the connect's callers do not push."""
+        gives the default route, if none has it yet (start, after the holder left). A
+        connect moves an existing route with ``settle_default_route``, which has an undo."""
         if any(a.endpoint and a.endpoint.default_route for a in c.attachments):
             return
+        best = self._route_candidate(c)
+        if best is not None:
+            self._route_via(c, best)
+
+    def settle_default_route(self, c: Container, undo: Undo) -> None:
+        """After a connect: the route goes to the endpoint libnetwork would make the
+        gateway endpoint now (``getGatewayEndpoint``: the first in order with a gateway), as
+        Docker moves it when a network of higher ``GwPriority`` (or earlier in order) joins;
+        the undo puts it back on the previous holder."""
+        best = self._route_candidate(c)
+        current = next((a.endpoint for a in c.attachments
+                        if a.endpoint is not None and a.endpoint.default_route), None)
+        if best is None or best is current:
+            return
+        if current is not None:
+            current.default_route = False
+            undo.push(self._route_back, c, current, best)
+        self._route_via(c, best)
+
+    def _route_back(self, c: Container, old: Endpoint, new: Endpoint) -> None:
+        new.default_route = False
+        self._route_via(c, old)
+
+    def _route_via(self, c: Container, ep: Endpoint) -> None:
+        with self.kernel.sandbox_links(c.sandbox_key) as links:
+            if ep.gateway:
+                links.set_default_route(ep.ifname, ep.gateway, 4)
+            if ep.ipv6_gateway:
+                links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
+        ep.default_route = True
+
+    def _route_candidate(self, c: Container) -> Endpoint | None:
         best: tuple[tuple[bool, bool, bool, int, str], Endpoint] | None = None
         for a in c.attachments:
             ep = a.endpoint
@@ -360,15 +369,7 @@ class SandboxService:
                                   a.request.gw_priority, a.gateway_only)
             if best is None or key < best[0]:
                 best = (key, ep)
-        if best is None:
-            return
-        ep = best[1]
-        with self.kernel.sandbox_links(c.sandbox_key) as links:
-            if ep.gateway:
-                links.set_default_route(ep.ifname, ep.gateway, 4)
-            if ep.ipv6_gateway:
-                links.set_default_route(ep.ifname, ep.ipv6_gateway, 6)
-        ep.default_route = True
+        return best[1] if best is not None else None
 
     def leave_endpoint(self, c: Container, a: Attachment, kernel: bool) -> None:
         """Take an endpoint out of the resolver and the kernel; it stays stored and keeps its
