@@ -7,7 +7,9 @@ Layout (see docs/kernel-names.md)::
       map from_net  ifname : verdict      iifname  -> jump n-<id12>-from  (traffic leaving a net)
       map nat4      ipv4_addr : verdict   saddr (interval) -> jump n-<id12>-nat
       map nat6      ipv6_addr : verdict
-      chain forward     hook forward, policy accept: oifname vmap @to_net; iifname vmap @from_net
+      chain nsnet-user  the user's own rules (Docker's DOCKER-USER): never flushed by nsnet
+      chain forward     hook forward, policy accept: jump nsnet-user;
+                        oifname vmap @to_net; iifname vmap @from_net
       chain postrouting hook postrouting (srcnat):   ip saddr vmap @nat4; ip6 saddr vmap @nat6
 
 Adding a network adds three chains and three map elements in one transaction; nothing else is
@@ -43,6 +45,10 @@ class NetworkFirewall:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
+    # Gateway mode ``routed`` per family (drivers/bridge.py): no masquerade for it, and the
+    # containers answer ICMP from anywhere, as moby's routed mode does.
+    routed4: bool = False
+    routed6: bool = False
 
 
 def _q(s: str) -> str:
@@ -56,10 +62,22 @@ def _cut(s: str, limit: int) -> str:
     return s.encode()[:limit].decode(errors="ignore")
 
 
+# The user's own chain (Docker's ``DOCKER-USER``): made once, jumped to first from the forward
+# hook, never flushed or deleted by nsnet, so rules put there survive restarts, reconcile and
+# network changes. A ``drop`` there is final; ``return`` (or falling off the end) goes on to
+# nsnet's rules; an ``accept`` skips them. See docs/kernel-names.md for an example.
+USER_CHAIN = "nsnet-user"
+
+
 def base_plan() -> str:
-    """Idempotent: ``add`` of an existing object is a no-op in nftables."""
+    """Idempotent: ``add`` of an existing object is a no-op in nftables.
+
+    The hook chains are flushed and rewritten (they hold only nsnet's dispatch rules); the
+    user chain is only ``add``-ed, which leaves an existing one and its rules untouched.
+    """
     return "\n".join([
         f"add table {TABLE}",
+        f"add chain {TABLE} {USER_CHAIN}",
         f"add map {TABLE} to_net {{ type ifname : verdict; }}",
         f"add map {TABLE} from_net {{ type ifname : verdict; }}",
         f"add map {TABLE} nat4 {{ type ipv4_addr : verdict; flags interval; }}",
@@ -69,6 +87,7 @@ def base_plan() -> str:
         "{ type nat hook postrouting priority srcnat; policy accept; }",
         f"flush chain {TABLE} forward",
         f"flush chain {TABLE} postrouting",
+        f"add rule {TABLE} forward jump {USER_CHAIN}",
         f"add rule {TABLE} forward oifname vmap @to_net",
         f"add rule {TABLE} forward iifname vmap @from_net",
         f"add rule {TABLE} postrouting ip saddr vmap @nat4",
@@ -93,6 +112,7 @@ def network_plan(n: NetworkFirewall) -> str:
     lines.append(f"add rule {TABLE} {to_c} ct state established,related accept comment {comment}")
     verdict = "accept" if n.icc else "drop"
     lines.append(f"add rule {TABLE} {to_c} iifname {br} {verdict} comment {comment}")
+    lines += _routed_icmp(n, to_c, comment)
     lines.append(f"add rule {TABLE} {to_c} drop comment {comment}")
     # Leaving the network: an internal network keeps everything inside its subnet.
     if n.internal:
@@ -100,7 +120,7 @@ def network_plan(n: NetworkFirewall) -> str:
     else:
         lines.append(f"add rule {TABLE} {from_c} accept comment {comment}")
     if n.masquerade and not n.internal:
-        lines.append(f"add rule {TABLE} {nat_c} oifname != {br} masquerade comment {comment}")
+        lines += _masquerade(n, nat_c, br, comment)
     lines.append(f"add element {TABLE} to_net {{ {br} : jump {to_c} }}")
     lines.append(f"add element {TABLE} from_net {{ {br} : jump {from_c} }}")
     for s in n.subnets:
@@ -108,6 +128,26 @@ def network_plan(n: NetworkFirewall) -> str:
         m = "nat4" if net.version == 4 else "nat6"
         lines.append(f"add element {TABLE} {m} {{ {net} : jump {nat_c} }}")
     return "\n".join(lines) + "\n"
+
+
+def _routed_icmp(n: NetworkFirewall, to_c: str, comment: str) -> list[str]:
+    """A routed family's containers answer ping from anywhere (moby's routed mode); other new
+    connections from outside still stop at the drop, unless a published port opens them."""
+    if n.internal:
+        return []
+    protos = [p for p, on in (("icmp", n.routed4), ("ipv6-icmp", n.routed6)) if on]
+    return [f"add rule {TABLE} {to_c} meta l4proto {p} accept comment {comment}"
+            for p in protos]
+
+
+def _masquerade(n: NetworkFirewall, nat_c: str, br: str, comment: str) -> list[str]:
+    """Masquerade the families in ``nat`` gateway mode; a ``routed`` family leaves with the
+    container's own address. One unqualified rule when neither is routed (the common case)."""
+    if not n.routed4 and not n.routed6:
+        return [f"add rule {TABLE} {nat_c} oifname != {br} masquerade comment {comment}"]
+    fams = [f for f, routed in (("ipv4", n.routed4), ("ipv6", n.routed6)) if not routed]
+    return [f"add rule {TABLE} {nat_c} meta nfproto {f} oifname != {br} masquerade "
+            f"comment {comment}" for f in fams]
 
 
 def network_remove_plan(short_id: str, bridge: str, subnets: tuple[str, ...]) -> list[str]:
