@@ -141,6 +141,10 @@ class ContainerState:
     error: str = ""
     started_at: str = "0001-01-01T00:00:00Z"
     finished_at: str = "0001-01-01T00:00:00Z"
+    # Frozen by ``pause`` (Docker's State.Paused). Beside status "running", not instead of
+    # it: a paused container is running to every other use-case (connect, stop, its exit
+    # watch). Stored, so a daemon restart still knows; reconcile checks it against runc.
+    paused: bool = False
 
 
 @dataclass
@@ -202,6 +206,14 @@ class Container:
     state: ContainerState = field(default_factory=ContainerState)
     sandbox_key: str = ""  # path of the network namespace while running
     restart_count: int = 0
+    # Published ports (issue 12, engine/published_ports.py): the request in Docker's shapes
+    # (HostConfig.PortBindings, Config.ExposedPorts, -P), and what is published while it runs
+    # (protocol, container_port, host_ip, host_port, network_id, endpoint_id), which is what
+    # reconcile re-publishes after a daemon restart.
+    port_bindings: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    exposed_ports: list[str] = field(default_factory=list)
+    publish_all_ports: bool = False
+    ports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def short_id(self) -> str:
