@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nsnet.drivers.base import Driver, Sandbox, provides_gateway
+from nsnet.drivers.iface_prefix import DEFAULT_PREFIX, iface_prefix
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.etc import EtcFiles
@@ -23,6 +24,12 @@ from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
 from nsnet.errors import Forbidden, Invalid, NotFound, Unavailable
 from nsnet.ipam.allocator import Allocator
+from nsnet.kernel.endpoint_sysctls import (
+    OPT_SYSCTLS,
+    parse_endpoint_sysctls,
+    sysctl_paths,
+    write_sysctls,
+)
 from nsnet.kernel.links import random_mac
 from nsnet.model import (
     PREDEFINED_NETWORKS,
@@ -71,6 +78,8 @@ def validate_endpoint_request(net: Network | None, net_ref: str, req: EndpointRe
             if net is not None and not any(a in ipaddress.ip_network(p.subnet)
                                            for p in net.pools):
                 raise Invalid(f"no configured subnet or ip-range contain the IP address {value}")
+    if req.driver_opts and OPT_SYSCTLS in req.driver_opts:
+        parse_endpoint_sysctls(req.driver_opts[OPT_SYSCTLS])  # moby's 400, before anything
     for value in req.link_local_ips or []:
         # An interface without an IPv6 address has IPv6 switched off (kernel/host.py
         # prepare_interface), so an fe80:: address could not be added: refused, not dropped.
@@ -205,15 +214,17 @@ class SandboxService:
                                    a.gateway_only)
         return sorted(c.attachments, key=key)
 
-    def next_ifname(self, c: Container) -> str:
-        """The lowest free ``ethN``; a name whose link is still being deleted is not free."""
+    def next_ifname(self, c: Container, prefix: str = DEFAULT_PREFIX) -> str:
+        """The lowest free ``<prefix>N`` (``eth`` unless the network's
+        ``container_iface_prefix`` says otherwise; numbered per prefix, as libnetwork does); a
+        name whose link is still being deleted is not free."""
         used = {a.endpoint.ifname for a in c.attachments if a.endpoint is not None}
         if c.sandbox_key:
             used |= self.kernel.dying_names(c.sandbox_key)
         i = 0
-        while f"eth{i}" in used:
+        while f"{prefix}{i}" in used:
             i += 1
-        return f"eth{i}"
+        return f"{prefix}{i}"
 
     def _claim_for(self, a: Attachment, claims: Mapping[str, Claim] | None) -> Claim | None:
         if not claims:
@@ -233,7 +244,8 @@ class SandboxService:
         if net.scope == "global":
             return self._join_global(c, a, net, drv, ns_path, undo, claim)
         ep = Endpoint(id=new_id(), network_id=net.id, container_id=c.id,
-                      ifname=self.next_ifname(c), mac=a.request.mac_address or random_mac())
+                      ifname=self.next_ifname(c, iface_prefix(net)),
+                      mac=a.request.mac_address or random_mac())
         for p in net.pools:
             fam = ipaddress.ip_network(p.subnet).version
             requested = a.request.ipv4_address if fam == 4 else a.request.ipv6_address
@@ -257,7 +269,8 @@ class SandboxService:
             raise Unavailable(f"network {net.name} is global: its address must be claimed "
                               "from the cluster first")
         ep = Endpoint(id=claim.endpoint_id, network_id=net.id, container_id=c.id,
-                      ifname=self.next_ifname(c), mac=claim.mac, ipv4=claim.ipv4,
+                      ifname=self.next_ifname(c, iface_prefix(net)), mac=claim.mac,
+                      ipv4=claim.ipv4,
                       ipv4_prefixlen=claim.prefixlen,
                       dns_names=self.dns_names(c, net, a.request),
                       link_local=link_local_interfaces(a.request))
@@ -270,6 +283,12 @@ class SandboxService:
         sb = Sandbox(ep.container_id, ns_path)
         drv.join(net, ep, sb)
         undo.push(drv.leave, net, ep, sb)
+        sysctls = (a.request.driver_opts or {}).get(OPT_SYSCTLS)
+        if sysctls:
+            # In the sandbox, on the interface the driver just made (any driver, as moby's
+            # osl does); validated before anything was made (validate_endpoint_request).
+            paths = sysctl_paths(ep.ifname, sysctls)
+            self.kernel.ns.call_in(ns_path, lambda: write_sysctls(paths))
         a.endpoint = ep
         undo.push(setattr, a, "endpoint", None)
         return ep
