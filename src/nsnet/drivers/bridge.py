@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
-from nsnet.drivers.base import TAG, Sandbox, endpoint_addresses
+from nsnet.drivers.base import TAG, PortMapping, Sandbox, endpoint_addresses
+from nsnet.drivers.iface_prefix import OPT_IFACE_PREFIX, validate_iface_prefix
 from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError, Unavailable
 from nsnet.kernel.api import Kernel
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.links import random_veth_name
+from nsnet.kernel.port_firewall import EndpointPorts, PortFirewall, PortRule, PortRules
 from nsnet.model import Endpoint, Network
 
 OPT_NAME = "com.docker.network.bridge.name"
@@ -16,7 +19,18 @@ OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_DEFAULT = "com.docker.network.bridge.default_bridge"
+OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+OPT_GW_MODE4 = "com.docker.network.bridge.gateway_mode_ipv4"
+OPT_GW_MODE6 = "com.docker.network.bridge.gateway_mode_ipv6"
 KNOWN_BOOL = ("true", "false", "1", "0")
+GATEWAY_MODES = ("nat", "routed")
+# Every option a bridge network takes; anything else is refused, not ignored (rule 7). The
+# enable_ipv4/6 pair is the API's (api/networks.py), kept in Options as Docker keeps it.
+KNOWN_OPTIONS = frozenset({
+    OPT_NAME, OPT_ICC, OPT_MASQ, OPT_MTU, OPT_DEFAULT, OPT_HOST_BINDING, OPT_GW_MODE4,
+    OPT_GW_MODE6, OPT_IFACE_PREFIX, "com.docker.network.enable_ipv4",
+    "com.docker.network.enable_ipv6",
+})
 
 
 def _bool_opt(net: Network, key: str, default: bool) -> bool:
@@ -39,17 +53,55 @@ def mtu_of(net: Network) -> int | None:
     return int(v) if v and v != "0" else None
 
 
+def host_binding_ipv4(net: Network) -> str:
+    """The host address a ``-p`` without one publishes on (``0.0.0.0`` unless the network's
+    ``host_binding_ipv4`` says otherwise; despite its name, an IPv6 address is allowed)."""
+    return net.options.get(OPT_HOST_BINDING) or "0.0.0.0"
+
+
+def gateway_mode(net: Network, family: int) -> str:
+    """``nat`` (masquerade out, no direct access in) or ``routed`` (the containers' own
+    addresses, reachable by routing) for one address family."""
+    return net.options.get(OPT_GW_MODE4 if family == 4 else OPT_GW_MODE6) or "nat"
+
+
+def _check_options(net: Network) -> None:
+    for key in sorted(net.options):
+        if key not in KNOWN_OPTIONS:
+            raise Invalid(f"unknown bridge network option {key!r}: nsnet takes "
+                          f"{', '.join(sorted(KNOWN_OPTIONS))}")
+    v = net.options.get(OPT_HOST_BINDING)
+    if v:
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise Invalid(f"invalid value {v!r} for option {OPT_HOST_BINDING}: not an IP "
+                          "address") from None
+    for key in (OPT_GW_MODE4, OPT_GW_MODE6):
+        v = net.options.get(key)
+        if v and v not in GATEWAY_MODES:
+            raise Invalid(f"invalid value {v!r} for option {key}: must be one of "
+                          f"{', '.join(GATEWAY_MODES)}")
+    validate_iface_prefix(net)
+
+
 class BridgeDriver:
     name = "bridge"
     has_endpoints = True
 
-    def __init__(self, kernel: Kernel) -> None:
+    def __init__(self, kernel: Kernel, ports: PortRules | None = None) -> None:
         self.kernel = kernel
+        # Published ports (issue 12): made on first use, so a daemon that publishes nothing
+        # never writes the port maps; tests hand in kernel.port_firewall.FakePortRules.
+        self._ports = ports
+        self._published: dict[str, tuple[str, tuple[PortMapping, ...]]] = {}
+        self._localnet: set[str] = set()
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
 
     def validate(self, net: Network) -> None:
+        _check_options(net)
         name = bridge_name(net)
         if not 1 <= len(name) <= 15 or any(c in name for c in "/ :\t\n"):
             raise Invalid(f"invalid bridge name {name!r}: 1 to 15 characters, no '/', ':' or "
@@ -76,6 +128,8 @@ class BridgeDriver:
             internal=net.internal,
             icc=_bool_opt(net, OPT_ICC, True),
             masquerade=_bool_opt(net, OPT_MASQ, True),
+            routed4=gateway_mode(net, 4) == "routed",
+            routed6=gateway_mode(net, 6) == "routed",
         )
 
     def _enable_forwarding(self) -> None:
@@ -270,3 +324,60 @@ class BridgeDriver:
                 except (OSError, NsnetError):
                     pass  # the sandbox is going away too
             self.kernel.delete_peer_later(ep.host_ifname, sb.ns_path, ep.ifname)
+
+    # -- published ports (PublishesPorts; issue 12) --------------------------------------
+
+    def _port_rules(self) -> PortRules:
+        if self._ports is None:
+            self._ports = PortFirewall()
+        return self._ports
+
+    @staticmethod
+    def _endpoint_ports(net: Network, ep: Endpoint,
+                        ports: Sequence[PortMapping]) -> EndpointPorts:
+        if not ep.ipv4:
+            raise Invalid(f"network {net.name}: the endpoint has no IPv4 address to publish "
+                          "ports to (IPv6 published ports are not supported by nsnet yet)")
+        subnet = f"{ep.ipv4}/{ep.ipv4_prefixlen or 32}"
+        rules = tuple(PortRule(m.protocol, m.host_ip, m.host_port, ep.ipv4, m.container_port)
+                      for m in ports)
+        return EndpointPorts(ep.id, subnet, ep.ipv4, rules)
+
+    def publish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
+        """One firewall transaction for all of ``ports``; the host ports themselves are the
+        engine's to reserve (engine/published_ports.py). Traffic from the host to 127.0.0.1
+        needs ``route_localnet`` on this bridge, set once, and only when a port listens on
+        every address or on a loopback one."""
+        if net.internal:
+            raise Forbidden(f"cannot publish ports on internal network {net.name}")
+        spec = self._endpoint_ports(net, ep, ports)
+        name = bridge_name(net)
+        if name not in self._localnet and any(
+                not m.host_ip or ipaddress.ip_address(m.host_ip).is_loopback for m in ports):
+            self.kernel.sysctl_set(f"net.ipv4.conf.{name}.route_localnet", "1")
+            self._localnet.add(name)
+        self._port_rules().publish(spec)
+        self._published[ep.id] = (net.id, tuple(ports))
+
+    def unpublish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
+        if not ports or not ep.ipv4:
+            return
+        self._port_rules().unpublish(self._endpoint_ports(net, ep, ports))
+        self._published.pop(ep.id, None)
+
+    def published(self, net: Network) -> dict[str, list[PortMapping]]:
+        """Endpoints of ``net`` with elements in the kernel, with the ports this driver
+        published for them (the elements name only the endpoint)."""
+        present = {e.endpoint_id for e in self._port_rules().elements()}
+        return {eid: list(ports) for eid, (nid, ports) in self._published.items()
+                if nid == net.id and eid[:12] in present}
+
+    def remove_unowned_ports(self, owned: set[str]) -> list[str]:
+        """Reconcile: elements whose endpoint (by its id12 in the comment) is not live."""
+        keep = {eid[:12] for eid in owned}
+        rules = self._port_rules()
+        stale = [e for e in rules.elements() if e.endpoint_id not in keep]
+        rules.remove_elements(stale)
+        for eid in [eid for eid in self._published if eid[:12] not in keep]:
+            self._published.pop(eid, None)
+        return sorted({e.endpoint_id for e in stale})
