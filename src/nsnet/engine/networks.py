@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
 from nsnet.ipam.allocator import Allocator, default_gateway, pick_subnet, validate_pools
+from nsnet.ipam.ula import first_free_64, load_or_create_engine_id, ula_base
 from nsnet.model import (
     GATEWAY_NETWORK,
     RESERVED_NETWORK_NAMES,
@@ -67,6 +67,7 @@ class NetworkService:
         self.config = config
         # Set by the wiring when the daemon is in a cluster (--cluster-store).
         self.global_networks: GlobalNetworks | None = None
+        self._ula: ipaddress.IPv6Network | None = None
 
     def host_reserved_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         """On-link host routes and nameservers: Docker never picks a pool overlapping them."""
@@ -83,15 +84,15 @@ class NetworkService:
         return out
 
     def _pick_ula(self) -> ipaddress.IPv6Network:
-        """Docker 28's default IPv6 pool: a /48 ULA derived from this daemon's identity, cut
-        into /64s, the first one no network uses."""
-        seed = hashlib.sha256(str(self.config.data_root.resolve()).encode()).digest()[:5]
-        base = ipaddress.IPv6Network((b"\xfd" + seed + bytes(10), 48))
-        used = [n for n in self._used_subnets() if n.version == 6]
-        for cand in base.subnets(new_prefix=64):
-            if not any(cand.overlaps(u) for u in used):
-                return cand
-        raise Forbidden("no free IPv6 /64 left in the default ULA pool")
+        """Docker's default IPv6 pool: the first /64 no network uses in the ULA /48 derived
+        from this engine's ID (``ipam/ula.py``)."""
+        if self._ula is None:
+            self._ula = ula_base(load_or_create_engine_id(self.config.data_root))
+        found = first_free_64(self._ula, self._used_subnets())
+        if found is None:
+            raise Forbidden(f"no free IPv6 /64 left in the default pool {self._ula}: give the "
+                            "network an IPv6 --subnet")
+        return found
 
     def _used_subnets(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(p.subnet) for n in self.registry.networks.values()
@@ -127,10 +128,24 @@ class NetworkService:
         if req.ipam_driver not in ("", "default"):
             raise NotFound(f"plugin \"{req.ipam_driver}\" not found")
 
+    @staticmethod
+    def _check_families(pools: list[IPAMPool], req: NetworkCreate, driver: str) -> None:
+        """An IPv4 subnet on a network with IPv4 switched off would be stored and never used
+        (a container on an IPv6-only network must get no IPv4): refused, as every option
+        nsnet cannot honour is. A bridge with neither family would carry nothing."""
+        for p in pools:
+            version = ipaddress.ip_network(p.subnet).version
+            if version == 4 and not req.enable_ipv4:
+                raise Invalid(f"IPv4 subnet {p.subnet} given but IPv4 is disabled "
+                              "(--ipv4=false)")
+        if driver == "bridge" and not (req.enable_ipv4 or req.enable_ipv6):
+            raise Invalid("a bridge network needs IPv4 or IPv6: --ipv4=false needs --ipv6")
+
     def _complete_pools(self, pools: list[IPAMPool], req: NetworkCreate,
                         driver: str) -> list[IPAMPool]:
         """The validated pools, plus a free IPv4 subnet and an IPv6 ULA where the request
         asks for a family without giving one, each with a gateway."""
+        self._check_families(pools, req, driver)
         self._check_overlaps(pools, driver)
         if not any(ipaddress.ip_network(p.subnet).version == 4 for p in pools) and \
                 req.enable_ipv4:
