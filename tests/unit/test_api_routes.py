@@ -50,7 +50,6 @@ class FakeBackend:
         self.execs: dict[str, ExecRecord] = {}
         self.seen: dict[str, Any] = {}
         self.output: list[tuple[int, bytes]] = [(1, b"out\n"), (2, b"err\n")]
-        self.paused: set[str] = set()  # issue 11
         self.events = EventBus()  # issue 11, GET /events
 
     def _call(self, name: str, **kw: Any) -> None:
@@ -172,14 +171,14 @@ class FakeBackend:
 
     async def pause_container(self, ref: str) -> None:
         self._call("pause_container", ref=ref)
-        self.paused.add(self.find_container(ref).id)
+        self.find_container(ref).state.paused = True  # the engine's mark, rendered by the API
 
     async def unpause_container(self, ref: str) -> None:
         self._call("unpause_container", ref=ref)
-        self.paused.discard(self.find_container(ref).id)
+        self.find_container(ref).state.paused = False
 
     def container_paused(self, c: Container) -> bool:
-        return c.id in self.paused
+        return c.state.paused
 
     async def top_container(self, ref: str,
                             ps_args: str) -> tuple[list[str], list[list[str]]]:

@@ -20,6 +20,7 @@ from nsnet.api.parse import (
     as_str_list,
     endpoint_request,
     env_list,
+    exposed_ports,
     extra_hosts,
     filters,
     hostname,
@@ -30,7 +31,7 @@ from nsnet.api.parse import (
     qbool,
     word_list,
 )
-from nsnet.api.streams import MULTIPLEXED, hijack, sink_to
+from nsnet.api.streams import MULTIPLEXED, InputSink, hijack, sink_to
 from nsnet.api.unsupported import CONFIG, HOST_CONFIG, refuse_unsupported
 from nsnet.engine.containers import ContainerCreate
 from nsnet.errors import Invalid
@@ -101,10 +102,10 @@ def container_create(b: dict[str, Any], name: str) -> ContainerCreate:
         extra_hosts=extra_hosts(hc.get("ExtraHosts"), "HostConfig.ExtraHosts"),
         links=links_list(hc.get("Links"), "HostConfig.Links"),
         auto_remove=as_bool(hc.get("AutoRemove"), "HostConfig.AutoRemove"),
-        port_bindings=as_dict(hc.get("PortBindings"), "HostConfig.PortBindings"),
+        port_bindings=port_bindings(hc.get("PortBindings")),
+        exposed_ports=exposed_ports(b.get("ExposedPorts")),
+        publish_all_ports=as_bool(hc.get("PublishAllPorts"), "HostConfig.PublishAllPorts"),
     )
-    if cc.tty:
-        raise Invalid("a TTY (-t) is not supported by nsnet yet")
     return cc
 
 
@@ -112,20 +113,6 @@ def register(router: Router, backend: Backend) -> None:
     _register_lifecycle(router, backend)
     _register_output(router, backend)
     _register_control(router, backend)
-
-
-def _show_paused(view: dict[str, Any], paused: bool, summary: bool) -> dict[str, Any]:
-    """Docker's paused container: status "paused", State.Paused true and still Running in
-    inspect, "Up ... (Paused)" in ps. The engine keeps it "running" (every other use-case
-    treats it so), hence the touch-up here."""
-    if not paused:
-        return view
-    if summary:
-        view["State"] = "paused"
-        view["Status"] = f"{view['Status']} (Paused)"
-    else:
-        view["State"].update({"Status": "paused", "Paused": True, "Running": True})
-    return view
 
 
 def resize_value(raw: str | None, what: str) -> int:
@@ -185,8 +172,7 @@ def _register_lifecycle(router: Router, backend: Backend) -> None:
     async def listing(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         cs = backend.list_containers(qbool(req, "all"), filters(req))
         nets = backend.network_table()
-        out = [_show_paused(render.container_summary(c, dict(nets)),
-                            backend.container_paused(c), summary=True) for c in cs]
+        out = [render.container_summary(c, dict(nets)) for c in cs]
         limit = require_int(req.query.get("limit"), "limit")
         if limit and limit > 0:
             out = out[:limit]
@@ -194,8 +180,7 @@ def _register_lifecycle(router: Router, backend: Backend) -> None:
 
     async def inspect(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
-        view = render.container_json(c, dict(backend.network_table()), None)
-        return json_response(_show_paused(view, backend.container_paused(c), summary=False))
+        return json_response(render.container_json(c, dict(backend.network_table()), None))
 
     async def start(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         await backend.start_container(p["id"])
@@ -267,9 +252,11 @@ def _register_output(router: Router, backend: Backend) -> None:
     async def attach(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
-        resp = await hijack(req)
-        await backend.attach(c.id, sink_to(resp), so, se, qbool(req, "logs"),
-                             qbool(req, "stream"))
+        resp = await hijack(req, tty=c.tty)
+        # stdin=1 on a container without a TTY: its stdin is empty (README), input unread.
+        sink = InputSink(req, resp, raw=c.tty) if qbool(req, "stdin") and c.tty else \
+            sink_to(resp, raw=c.tty)
+        await backend.attach(c.id, sink, so, se, qbool(req, "logs"), qbool(req, "stream"))
         await resp.write_eof()
         return resp
 

@@ -130,13 +130,22 @@ def status_text(c: Container) -> str:
     now = time.time()
     st = c.state
     if st.status == "running":
-        return "Up " + human_duration(now - _docker_time_to_unix(st.started_at))
+        up = "Up " + human_duration(now - _docker_time_to_unix(st.started_at))
+        return up + " (Paused)" if st.paused else up
     if st.status == "exited":
         return f"Exited ({st.exit_code}) " + human_duration(
             now - _docker_time_to_unix(st.finished_at)) + " ago"
     if st.status == "created":
         return "Created"
     return st.status.capitalize()
+
+
+def state_name(c: Container) -> str:
+    """Docker's State.Status: "paused" for a frozen container, which the engine keeps
+    "running" (Running stays true in inspect, as moby shows it)."""
+    if c.state.status == "running" and c.state.paused:
+        return "paused"
+    return c.state.status
 
 
 def container_json(c: Container, networks: dict[str, Network],
@@ -156,9 +165,9 @@ def container_json(c: Container, networks: dict[str, Network],
         "Path": args[0] if args else "",
         "Args": args[1:],
         "State": {
-            "Status": st.status,
+            "Status": state_name(c),
             "Running": st.status == "running",
-            "Paused": False,
+            "Paused": st.status == "running" and st.paused,
             "Restarting": False,
             "OOMKilled": False,
             "Dead": st.status == "dead",
@@ -242,7 +251,7 @@ def container_summary(c: Container, networks: dict[str, Network]) -> dict[str, A
         "Created": _docker_time_to_unix(c.created),
         "Ports": [],
         "Labels": dict(c.labels),
-        "State": c.state.status,
+        "State": state_name(c),
         "Status": status_text(c),
         "HostConfig": {"NetworkMode": c.network_mode},
         "NetworkSettings": {"Networks": networks_of(c, networks)},

@@ -21,8 +21,10 @@ from pathlib import Path
 from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.global_endpoints import Claim, GlobalEndpoints
 from nsnet.engine.ports import Images, Runtime
+from nsnet.engine.published_ports import PublishedPorts, check_request
 from nsnet.engine.registry import NAME_RE, ContainerWaiters, Readers, Registry
 from nsnet.engine.sandboxes import SandboxService, validate_endpoint_request
+from nsnet.engine.shared_netns import check_create, joined_ref, resolve_owner
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified, Unavailable
 from nsnet.exit_codes import classify_start_error
@@ -62,7 +64,11 @@ class ContainerCreate:
     extra_hosts: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     auto_remove: bool = False
-    port_bindings: dict[str, object] = field(default_factory=dict)
+    # Published ports (issue 12): HostConfig.PortBindings as api/parse.py normalised it,
+    # Config.ExposedPorts' keys and HostConfig.PublishAllPorts (-P).
+    port_bindings: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    exposed_ports: list[str] = field(default_factory=list)
+    publish_all_ports: bool = False
 
 
 def _sig(value: str | int | None, default: int) -> int:
@@ -114,17 +120,15 @@ class ContainerService:
         self.exit_tasks: dict[str, asyncio.Task[None]] = {}
         # Containers inside a restart: their stop must not trigger auto-remove.
         self.restarting: set[str] = set()
-        # Frozen by ``pause``: Docker's State.Paused. Kept beside status "running" (a paused
-        # container is running to every other use-case: connect, reconcile, its exit watch).
-        self.paused: set[str] = set()
         self.global_endpoints: GlobalEndpoints | None = None  # set with a cluster
         # Told of every exit (Docker's ``die`` event); set by the engine's facade.
         self.on_exit: Callable[[Container, int], None] | None = None
+        self.published_ports = PublishedPorts(registry, sandboxes.drivers)
 
     async def _claim_global(self, c: Container) -> dict[str, Claim]:
         """Addresses and records of the global networks ``c`` joins (before the sandbox,
         which is synchronous); none without such a network."""
-        if c.network_mode in ("host", "none"):
+        if c.network_mode in ("host", "none") or joined_ref(c.network_mode) is not None:
             return {}
         wanted = []
         for a in c.attachments:
@@ -158,8 +162,7 @@ class ContainerService:
                     raise Conflict(f'Conflict. The container name "/{name}" is already in use by '
                                    f'container "{other.id}". You have to remove (or rename) that '
                                    "container to be able to reuse that name.")
-        if req.port_bindings:
-            raise Invalid("publishing ports (-p) is not supported by nsnet yet")
+        joined = self._joined_mode(req)  # container:<id>, or None for any other mode
         mode = req.network_mode or "bridge"
         if mode == "default":
             mode = "bridge"
@@ -172,9 +175,8 @@ class ContainerService:
                 raise Invalid(f"conflicting options: cannot attach both user-defined and "
                               f"non-user-defined network-modes ({mode} and {others[0]})")
             endpoints = {}
-        elif mode.startswith("container:"):
-            raise Invalid("sharing another container's network namespace is not supported by "
-                          "nsnet yet")
+        elif joined is not None:
+            mode, endpoints = joined, {}
         else:
             endpoints.setdefault(mode, EndpointRequest())
             # NetworkMode's network is eth0, whatever the map order.
@@ -201,13 +203,24 @@ class ContainerService:
             network_mode=mode, attachments=attachments, dns=req.dns,
             dns_search=req.dns_search, dns_options=req.dns_options,
             extra_hosts=req.extra_hosts, links=req.links, auto_remove=req.auto_remove,
+            port_bindings=req.port_bindings, publish_all_ports=req.publish_all_ports,
+            exposed_ports=sorted(set(req.exposed_ports) | set(req.port_bindings)),
         )
+        check_request(c, (self.registry.networks.get(a.network_id) for a in attachments))
         if mode == "host":
             c.hostname = req.hostname or _host_hostname()
         self.registry.save_container(c)
         crash_point("create.saved")
         self.waiters[c.id] = ContainerWaiters()
         return c
+
+    def _joined_mode(self, req: ContainerCreate) -> str | None:
+        """``container:<name|id>`` (issue 11): moby's refusals first, then the owner by
+        ID (engine/shared_netns.py); None for any other network mode."""
+        if joined_ref(req.network_mode) is None:
+            return None
+        check_create(req, req.endpoints)
+        return resolve_owner(self.registry, req.network_mode)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -228,7 +241,8 @@ class ContainerService:
             undo = Undo()
             try:
                 ns_path = self.sandboxes.setup_sandbox(c, undo, claims)
-                etc = self.sandboxes.etc_dir(c)
+                self.published_ports.publish(c, undo)  # after the endpoints, before runc
+                etc = self.sandboxes.files_dir(c)  # a dependent's are its owner's
                 self.runc.prepare(
                     c.id, self.images.rootfs(image),
                     ProcessSpec(args=args, env=c.env, cwd=c.working_dir or "/", user=c.user,
@@ -242,6 +256,7 @@ class ContainerService:
                 crash_point("start.runc_started")
             except BaseException as e:
                 undo.rollback()
+                c.ports = []  # unpublished by the undo
                 self.sandboxes.teardown_sandbox(c)
                 if self.global_endpoints is not None:
                     self.global_endpoints.retire_claims(claims.values())
@@ -259,7 +274,7 @@ class ContainerService:
             finally:
                 if self.global_endpoints is not None:
                     self.global_endpoints.done(claims.values())
-            self.paused.discard(c.id)
+            c.state.paused = False
             c.state.status = "running"
             c.state.pid = pid
             c.state.exit_code = 0
@@ -273,7 +288,6 @@ class ContainerService:
 
     async def watch(self, cid: str, pid: int) -> None:
         code = await self.runc.wait_exit(pid)
-        self.paused.discard(cid)
         await self.container_exited(cid, code)
 
     async def container_exited(self, cid: str, code: int) -> None:
@@ -282,10 +296,12 @@ class ContainerService:
             return
         async with self.registry.lock_for(cid):
             c.state.status = "exited"
+            c.state.paused = False  # the freezer's cgroup went with the process
             c.state.exit_code = code
             c.state.pid = 0
             c.state.finished_at = now_rfc3339()
             try:
+                self.published_ports.unpublish(c)  # while its endpoints are still known
                 self.sandboxes.teardown_kernel(c)
                 crash_point("exit.sandbox_removed")
                 # Addresses freed once no link uses them, in the transaction that records the
@@ -384,33 +400,40 @@ class ContainerService:
 
     # -- pause / unpause / rename / top / resize (issue 11) ----------------------------------
 
-    def is_paused(self, c: Container) -> bool:
-        """Docker's State.Paused: frozen, and still running (an exit thaws nothing, but the
-        record goes with the process)."""
-        return c.state.status == "running" and c.id in self.paused
+    @staticmethod
+    def is_paused(c: Container) -> bool:
+        """Docker's State.Paused: frozen, and still running (an exit clears the mark)."""
+        return c.state.status == "running" and c.state.paused
 
     async def _thaw_after_signal(self, c: Container) -> None:
         """moby's killWithSignal: a paused container is resumed right after the stop or kill
         signal, so the signal is delivered and the process can exit (``docker stop``, ``kill``
         and ``rm -f`` of a paused container work, and leave it unpaused)."""
-        if c.id not in self.paused:
+        if not c.state.paused:
             return
         try:
             await self.runc.resume(c.id)
         except Exception:
             # Gone meanwhile (SIGKILL reaches frozen tasks on cgroup v2): nothing to thaw.
             log.warning("resuming %s after a signal failed", c.short_id, exc_info=True)
-        self.paused.discard(c.id)
+        self._mark_paused(c, False)
+
+    def _mark_paused(self, c: Container, paused: bool) -> None:
+        """Stored at once: a daemon restarted while the container is frozen must still say
+        so (reconcile then checks the mark against runc)."""
+        c.state.paused = paused
+        if c.id in self.registry.containers:
+            self.registry.save_container(c)
 
     async def pause_container(self, ref: str) -> None:
         c = self.registry.find_container(ref)
         async with self.registry.lock_for(c.id):
             if c.state.status != "running":
                 raise Conflict(f"Container {c.id} is not running")
-            if c.id in self.paused:
+            if c.state.paused:
                 raise Conflict(f"Container {c.id} is already paused")
             await self.runc.pause(c.id)
-            self.paused.add(c.id)
+            self._mark_paused(c, True)
 
     async def unpause_container(self, ref: str) -> None:
         c = self.registry.find_container(ref)
@@ -418,7 +441,7 @@ class ContainerService:
             if not self.is_paused(c):
                 raise Conflict(f"Container {c.id} is not paused")
             await self.runc.resume(c.id)
-            self.paused.discard(c.id)
+            self._mark_paused(c, False)
 
     async def rename_container(self, ref: str, new_name: str) -> None:
         """moby's ContainerRename, checks in its order. The container's DNS names on its
@@ -533,6 +556,7 @@ class ContainerService:
                     return
                 if c.state.status == "running":
                     continue  # started while we waited for the lock: stop it first
+                self.published_ports.unpublish(c)
                 self.sandboxes.teardown_sandbox(c)
                 await self.runc.delete(c.id)
                 crash_point("rm.runc_deleted")

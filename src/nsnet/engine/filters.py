@@ -117,6 +117,9 @@ def check_container_filters(filters: dict[str, list[str]]) -> list[FilterRegex]:
     for k in filters:
         if k not in CONTAINER_FILTERS:
             raise Invalid(f"invalid filter '{k}'")
+    for v in filters.get("status", []):
+        if v not in CONTAINER_STATES:
+            raise Invalid(f"Invalid filter 'status={v}'")
     return [filter_regex(v.lstrip("/"), "name") for v in filters.get("name", [])]
 
 
@@ -131,6 +134,16 @@ def _network_names(c: Container, networks: Mapping[str, Network]) -> set[str]:
     return names
 
 
+# moby's container states, as ``status=`` accepts them (anything else is a 400).
+CONTAINER_STATES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _status_name(c: Container) -> str:
+    """The state ``docker ps`` shows: a frozen container is "paused", not "running" (moby
+    filters on the same word it renders)."""
+    return "paused" if c.state.status == "running" and c.state.paused else c.state.status
+
+
 def _container_test(c: Container, k: str, vals: list[str], name_patterns: list[FilterRegex],
                     networks: Mapping[str, Network]) -> bool:
     if k == "name":
@@ -138,7 +151,7 @@ def _container_test(c: Container, k: str, vals: list[str], name_patterns: list[F
     if k == "id":
         return any(c.id.startswith(v) for v in vals)
     if k == "status":
-        return c.state.status in vals
+        return _status_name(c) in vals
     if k == "network":
         names = _network_names(c, networks)
         return any(v in names or any(x.startswith(v) for x in names) for v in vals)

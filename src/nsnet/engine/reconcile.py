@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from nsnet.drivers.base import Driver, HasStalePorts, OwnsLinks, Restorable, Sandbox
 from nsnet.engine.containers import ContainerService
@@ -22,6 +22,7 @@ from nsnet.engine.ports import Kernel, Runtime, Store
 from nsnet.engine.registry import ContainerWaiters, Registry
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.sandboxes import SandboxService
+from nsnet.engine.shared_netns import joined_ref, namespace_owner
 from nsnet.errors import NsnetError
 from nsnet.ipam.allocator import Allocator
 from nsnet.model import Container, Endpoint, Network
@@ -32,12 +33,25 @@ OVERLAY_VNI = "com.docker.network.driver.overlay.vxlanid_list"
 
 Report = dict[str, Any]
 
+# runc states in which the container's cgroup is (being) frozen.
+FROZEN = ("paused", "pausing")
+# Concurrent ``runc state`` calls while adopting containers at start (each one forks).
+STATE_QUERIES = 8
+
+
+@runtime_checkable
+class ReportsState(Protocol):
+    """A runtime that can say what it holds of a container (runc's ``state``); without it
+    the stored paused mark stands."""
+
+    async def state(self, cid: str) -> dict[str, Any] | None: ...
+
 
 def new_report() -> Report:
     return {"networks_rebuilt": [], "containers_lost": [], "links_removed": [],
             "namespaces_removed": [], "chains_removed": [], "addresses_released": 0,
             "addresses_reclaimed": 0, "address_conflicts": [], "endpoints_restored": [],
-            "runc_removed": [], "overlays_removed": []}
+            "runc_removed": [], "overlays_removed": [], "paused_corrected": []}
 
 
 class Reconciler:
@@ -95,19 +109,49 @@ class Reconciler:
         unwatched = [c for c in self.registry.containers.values()
                      if c.state.status == "running" and c.id not in svc.exit_tasks]
         dead = []
+        adopted = []
         for c in unwatched:
             alive = c.state.pid > 0 and pid_alive(c.state.pid) and (
-                c.network_mode == "host" or os.path.exists(self.sandboxes.ns_path(c)))
+                c.network_mode == "host" or joined_ref(c.network_mode) is not None or
+                os.path.exists(self.sandboxes.ns_path(c)))
             if alive:
                 svc.waiters.setdefault(c.id, ContainerWaiters())
                 svc.exit_tasks[c.id] = asyncio.create_task(svc.watch(c.id, c.state.pid))
                 self._adopt(c, report)
+                adopted.append(c)
             else:
                 dead.append(c)
+        await self._restore_paused(adopted, report)
         for c in dead:
             report["containers_lost"].append(c.name)
             # The exit status died with the previous daemon; 255 says "unknown".
             await svc.container_exited(c.id, 255)
+
+    async def _restore_paused(self, adopted: list[Container], report: Report) -> None:
+        """The paused mark of each adopted container made runc's truth: a crash between
+        ``runc pause`` (or ``resume``) and the store's save left the mark wrong, and a client
+        that sees "running" would exec into a frozen container and hang."""
+        if not adopted or not isinstance(self.runc, ReportsState):
+            return
+        runtime: ReportsState = self.runc
+        gate = asyncio.Semaphore(STATE_QUERIES)
+
+        async def one(c: Container) -> None:
+            async with gate:
+                try:
+                    st = await runtime.state(c.id)
+                except Exception:
+                    log.exception("runc state of %s: its paused mark is kept", c.short_id)
+                    return
+            frozen = st is not None and st.get("status") in FROZEN
+            if frozen != c.state.paused and c.state.status == "running":
+                log.warning("container %s is %s in runc, stored otherwise: corrected",
+                            c.short_id, "paused" if frozen else "not paused")
+                c.state.paused = frozen
+                self.registry.save_container(c)
+                report["paused_corrected"].append(c.name)
+
+        await asyncio.gather(*(one(c) for c in adopted))
 
     def _busy(self) -> set[str]:
         """Containers a start, stop, exit or removal holds the lock of (it awaits runc): their
@@ -160,7 +204,10 @@ class Reconciler:
 
     def _remove_namespaces(self, report: Report) -> None:
         busy = self._busy()
-        live_ns = {self.sandboxes.ns_path(c) for c in self.registry.containers.values()
+        # A running dependent (``container:`` mode) keeps its owner's path: its own is
+        # never made, and the owner's must not go while the dependent lives in it.
+        live_ns = {self.sandboxes.ns_path(namespace_owner(self.registry, c))
+                   for c in self.registry.containers.values()
                    if (c.state.status == "running" or c.id in busy) and
                    c.network_mode != "host"}
         for entry in os.listdir(self.kernel.netns_dir):
