@@ -28,6 +28,7 @@ from nsnet.api.parse import (
     links_list,
     mac_address,
     nameserver_list,
+    port_bindings,
     qbool,
     word_list,
 )

@@ -337,3 +337,68 @@ def link_local_ips(v: Any, what: str) -> list[str]:
         if str(ip) not in out:
             out.append(str(ip))
     return out
+
+
+# -- published ports (issue 12) --------------------------------------------------------------
+
+_PORT_KEY = re.compile(r"([0-9]{1,5})(?:/(tcp|udp|sctp))?")
+_HOST_PORT = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
+
+
+def port_key(v: Any, what: str) -> str:
+    """``"80/tcp"`` as moby's nat.NewPort reads it: a bare ``"80"`` is tcp."""
+    m = _PORT_KEY.fullmatch(v) if isinstance(v, str) else None
+    if m is None or not 0 < int(m.group(1)) < 65536:
+        raise Invalid(f"invalid {what}: {str(v)[:40]!r} is not port[/tcp|udp|sctp]")
+    return f"{int(m.group(1))}/{m.group(2) or 'tcp'}"
+
+
+def _host_port(v: Any, what: str) -> str:
+    """"" (any free port), ``"8080"`` or ``"8000-8010"``; the SDK may send a number."""
+    if v is None or v == "":
+        return ""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    m = _HOST_PORT.fullmatch(v) if isinstance(v, str) else None
+    if m is None:
+        raise Invalid(f"invalid {what}: {str(v)[:40]!r}")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) else lo
+    if not 0 < lo <= hi < 65536:
+        raise Invalid(f"invalid {what}: {v!r}")
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _host_ip(v: Any, what: str) -> str:
+    s = as_str(v, what)
+    if s.startswith("[") and s.endswith("]"):
+        s = s[1:-1]
+    if s == "":
+        return ""
+    try:
+        return str(ipaddress.ip_address(s))
+    except ValueError:
+        raise Invalid(f"invalid {what}: {s[:40]!r} is not an IP address") from None
+
+
+def port_bindings(v: Any, what: str = "HostConfig.PortBindings") -> dict[str, list[dict[str, str]]]:
+    """``{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`` checked to shape, keys and
+    values in moby's canonical forms; ``null`` for a key is one binding to any free port."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for key, bindings in as_dict(v, what).items():
+        k = port_key(key, f"{what} key")
+        if bindings is None:
+            bindings = [{}]
+        if not isinstance(bindings, list):
+            raise Invalid(f"invalid {what}[{k}]: must be a list of bindings")
+        got = out.setdefault(k, [])
+        for b in bindings:
+            b = as_dict(b, f"{what}[{k}]")
+            got.append({"HostIp": _host_ip(b.get("HostIp"), f"{what}[{k}].HostIp"),
+                        "HostPort": _host_port(b.get("HostPort"), f"{what}[{k}].HostPort")})
+    return out
+
+
+def exposed_ports(v: Any, what: str = "ExposedPorts") -> list[str]:
+    """Config.ExposedPorts' keys (``{"80/tcp": {}}``), canonical and sorted."""
+    return sorted({port_key(k, f"{what} key") for k in as_dict(v, what)})

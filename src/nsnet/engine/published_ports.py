@@ -1,0 +1,362 @@
+"""Published ports (issue 12): which host ports a container gets, held by bound sockets.
+
+A container asks in Docker's shapes, kept on the ``Container`` as given: ``port_bindings``
+(``HostConfig.PortBindings``: ``"80/tcp" -> [{"HostIp": "", "HostPort": "8080"}]``, a
+``HostPort`` of "" meaning any free port and ``"8000-8010"`` the first free one of a range),
+``exposed_ports`` and ``publish_all_ports`` (``-P``: every exposed port on a free host port).
+
+At start, after the sandbox and before runc, each wanted port is reserved by binding a socket
+on the host (a TCP socket also listens, so a program using ``SO_REUSEADDR`` cannot bind the
+port either): nothing else on the host can take it, and a second container asking gets
+Docker's ``port is already allocated``. A free port comes from the kernel (a bind to port 0
+picks from ``ip_local_port_range``). Then the driver publishes them all in one firewall change.
+The sockets never carry traffic: DNAT turns packets away before they reach them.
+
+Each step pushes its undo; exit and removal unpublish and close the sockets; reconcile binds
+them again and re-publishes for containers that outlived the daemon, and has the driver drop
+map elements no live endpoint owns.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from nsnet.drivers.base import Driver, PortMapping, PublishesPorts
+from nsnet.engine.registry import Registry
+from nsnet.engine.undo import Undo
+from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError
+from nsnet.model import Attachment, Container, Network
+
+log = logging.getLogger("nsnet.engine")
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """One wanted binding: ``host_low``..``host_high`` (0..0: any free port)."""
+
+    protocol: str
+    container_port: int
+    host_ip: str
+    host_low: int
+    host_high: int
+
+
+def split_port_key(key: str) -> tuple[int, str]:
+    """``"80/tcp"`` (or ``"80"``, tcp) as (80, "tcp")."""
+    port_s, _, proto = key.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in PROTOCOLS:
+        raise Invalid(f"invalid proto: {proto}")
+    if not port_s.isascii() or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise Invalid(f"invalid containerPort: {port_s}")
+    return int(port_s), proto
+
+
+def host_port_range(value: str) -> tuple[int, int]:
+    """``""`` (0, 0), ``"8080"`` or ``"8000-8010"``; Docker's message on a bad one."""
+    if value == "":
+        return 0, 0
+    lo_s, dash, hi_s = value.partition("-")
+    try:
+        lo = int(lo_s) if lo_s.isascii() and lo_s.isdigit() else -1
+        hi = (int(hi_s) if hi_s.isascii() and hi_s.isdigit() else -1) if dash else lo
+    except ValueError:
+        lo = hi = -1
+    if not (0 <= lo <= 65535 and 0 <= hi <= 65535) or lo > hi or (lo == 0 and hi != 0):
+        raise Invalid(f"invalid hostPort: {value}")
+    return lo, hi
+
+
+def requests_of(c: Container) -> list[PortRequest]:
+    """What ``c`` asks for, in a stable order; ``-P`` adds every exposed port not bound."""
+    out: list[PortRequest] = []
+    bound: set[str] = set()
+    for key in sorted(c.port_bindings, key=_key_order):
+        port, proto = split_port_key(key)
+        bound.add(f"{port}/{proto}")
+        for b in c.port_bindings[key] or [{}]:
+            lo, hi = host_port_range(b.get("HostPort", ""))
+            out.append(PortRequest(proto, port, _host_ip(b.get("HostIp", "")), lo, hi))
+    if c.publish_all_ports:
+        for key in sorted(c.exposed_ports, key=_key_order):
+            port, proto = split_port_key(key)
+            if f"{port}/{proto}" not in bound:
+                out.append(PortRequest(proto, port, "", 0, 0))
+    return out
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    try:
+        return split_port_key(key)
+    except Invalid:
+        return 0, key
+
+
+def _host_ip(value: str) -> str:
+    """"" for every address; ``0.0.0.0`` is the same thing. IPv6 host addresses wait for the
+    dual-stack work (the firewall's ``ports6`` maps are its hook)."""
+    if value in ("", "0.0.0.0"):
+        return ""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise Invalid(f"invalid IP address: {value}") from None
+    if ip.version != 4:
+        raise Invalid(f"publishing on an IPv6 host address ({value}) is not supported by "
+                      "nsnet yet")
+    return str(ip)
+
+
+def wants_ports(c: Container) -> bool:
+    return bool(c.port_bindings) or (c.publish_all_ports and bool(c.exposed_ports))
+
+
+def check_request(c: Container, networks: Iterable[Network | None]) -> None:
+    """Refusals before anything is made: a bad spec, a network mode with nowhere to publish,
+    and an internal network (it has no way in from the host by design)."""
+    if not wants_ports(c):
+        return
+    requests_of(c)
+    if c.network_mode in ("host", "none"):
+        raise Invalid(f"published ports cannot be used with network mode {c.network_mode}")
+    if c.network_mode.startswith("container:"):
+        raise Invalid("conflicting options: port publishing and the container type network "
+                      "mode")
+    for net in networks:
+        if net is not None and net.internal and net.name == _mode_network(c):
+            raise Forbidden(f"cannot publish ports on internal network {net.name}: it has no "
+                            "access from outside by design")
+
+
+def _mode_network(c: Container) -> str:
+    return "bridge" if c.network_mode in ("", "default") else c.network_mode
+
+
+# -- reservation ------------------------------------------------------------------------------
+
+
+SocketKey = tuple[str, str, int]  # (protocol, host_ip or "", host port)
+
+
+def _bind(proto: str, host_ip: str, port: int) -> socket.socket:
+    """A socket holding ``host_ip:port`` (0: the kernel picks from ip_local_port_range)."""
+    if proto == "tcp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    elif proto == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_SEQPACKET, socket.IPPROTO_SCTP)
+    try:
+        s.bind((host_ip or "0.0.0.0", port))
+        if proto != "udp":
+            s.listen(1)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def already_allocated(host_ip: str, port: int) -> Conflict:
+    return Conflict(f"Bind for {host_ip or '0.0.0.0'}:{port} failed: port is already "
+                    "allocated")
+
+
+class Reservations:
+    """The sockets that hold published host ports, by (protocol, host address, port)."""
+
+    def __init__(self) -> None:
+        self.held: dict[SocketKey, socket.socket] = {}
+
+    def taken(self, proto: str, host_ip: str, port: int) -> bool:
+        """Ours already, on that address or on every address (a wildcard covers all)."""
+        if (proto, host_ip, port) in self.held or (proto, "", port) in self.held:
+            return True
+        return host_ip == "" and any(k[0] == proto and k[2] == port for k in self.held)
+
+    def reserve(self, r: PortRequest) -> int:
+        """The host port now held for ``r``; Conflict when none of its range is free."""
+        if r.host_low == 0:
+            for _ in range(16):  # the kernel's pick may be one we hold on another address
+                s = self._bind_or_none(r.protocol, r.host_ip, 0)
+                if s is None:
+                    break
+                port = int(s.getsockname()[1])
+                if not self.taken(r.protocol, r.host_ip, port):
+                    self.held[(r.protocol, r.host_ip, port)] = s
+                    return port
+                s.close()
+            raise Conflict("no free host port for "
+                           f"{r.host_ip or '0.0.0.0'}::{r.container_port}/{r.protocol}")
+        for port in range(r.host_low, r.host_high + 1):
+            if self.taken(r.protocol, r.host_ip, port):
+                continue
+            s = self._bind_or_none(r.protocol, r.host_ip, port)
+            if s is not None:
+                self.held[(r.protocol, r.host_ip, port)] = s
+                return port
+        if r.host_low == r.host_high:
+            raise already_allocated(r.host_ip, r.host_low)
+        raise Conflict(f"Bind for {r.host_ip or '0.0.0.0'}:{r.host_low}-{r.host_high} "
+                       "failed: port is already allocated")
+
+    @staticmethod
+    def _bind_or_none(proto: str, host_ip: str, port: int) -> socket.socket | None:
+        try:
+            return _bind(proto, host_ip, port)
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise Invalid(f"cannot publish on {host_ip}: not an address of this host") \
+                    from None
+            raise
+
+    def hold_again(self, proto: str, host_ip: str, port: int) -> bool:
+        """Re-bind a port published before a daemon restart; False when someone took it."""
+        if (proto, host_ip, port) in self.held:
+            return True
+        s = self._bind_or_none(proto, host_ip, port)
+        if s is None:
+            return False
+        self.held[(proto, host_ip, port)] = s
+        return True
+
+    def release(self, proto: str, host_ip: str, port: int) -> None:
+        s = self.held.pop((proto, host_ip, port), None)
+        if s is not None:
+            s.close()
+
+    def close(self) -> None:
+        for s in self.held.values():
+            s.close()
+        self.held.clear()
+
+
+# -- the use-case -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class SweepsPorts(Protocol):
+    """A port-publishing driver that can drop published ports no live endpoint owns."""
+
+    def remove_unowned_ports(self, owned: set[str]) -> list[str]:
+        """Remove firewall elements whose endpoint is not in ``owned`` (ids); their owners."""
+        ...
+
+
+def mapping_of(p: dict[str, Any]) -> PortMapping:
+    return PortMapping(protocol=str(p["protocol"]), container_port=int(p["container_port"]),
+                       host_port=int(p["host_port"]), host_ip=str(p.get("host_ip", "")))
+
+
+class PublishedPorts:
+    """Publishes a running container's ports on its gateway endpoint's network."""
+
+    def __init__(self, registry: Registry, drivers: Mapping[str, Driver],
+                 reservations: Reservations | None = None) -> None:
+        self.registry = registry
+        self.drivers = drivers
+        self.reservations = reservations if reservations is not None else Reservations()
+
+    def _target(self, c: Container) -> tuple[Attachment, Network, PublishesPorts]:
+        """The endpoint that gets the ports: the one holding the default route when it can
+        publish (moby publishes on the gateway endpoint), else the first one that can."""
+        candidates: list[tuple[bool, Attachment, Network, PublishesPorts]] = []
+        for a in c.attachments:
+            net = self.registry.networks.get(a.network_id)
+            if a.endpoint is None or net is None or a.gateway_only:
+                continue
+            can = self.drivers.get(net.driver)
+            if isinstance(can, PublishesPorts):
+                candidates.append((not a.endpoint.default_route, a, net, can))
+        if not candidates:
+            raise Invalid(f"container {c.name}: none of its networks can publish ports "
+                          "(bridge networks can)")
+        candidates.sort(key=lambda t: t[0])
+        _, a, net, drv = candidates[0]
+        if net.internal:
+            raise Forbidden(f"cannot publish ports on internal network {net.name}: it has no "
+                            "access from outside by design")
+        return a, net, drv
+
+    def publish(self, c: Container, undo: Undo) -> None:
+        """Reserve every wanted port, then one driver call; each step undone on failure."""
+        c.ports = []
+        if not wants_ports(c):
+            return
+        a, net, drv = self._target(c)
+        assert a.endpoint is not None
+        mappings: list[PortMapping] = []
+        for r in requests_of(c):
+            port = self.reservations.reserve(r)
+            undo.push(self.reservations.release, r.protocol, r.host_ip, port)
+            mappings.append(PortMapping(r.protocol, r.container_port, port, r.host_ip))
+        drv.publish(net, a.endpoint, mappings)
+        undo.push(drv.unpublish, net, a.endpoint, mappings)
+        c.ports = [{"protocol": m.protocol, "container_port": m.container_port,
+                    "host_ip": m.host_ip, "host_port": m.host_port, "network_id": net.id,
+                    "endpoint_id": a.endpoint.id} for m in mappings]
+
+    def unpublish(self, c: Container) -> None:
+        """Idempotent: the rules go (while the endpoint is still known), then the sockets."""
+        if not c.ports:
+            return
+        by_ep: dict[str, list[PortMapping]] = {}
+        for p in c.ports:
+            by_ep.setdefault(str(p["endpoint_id"]), []).append(mapping_of(p))
+        for a in c.attachments:
+            net = self.registry.networks.get(a.network_id)
+            if a.endpoint is None or net is None or a.endpoint.id not in by_ep:
+                continue
+            drv = self.drivers.get(net.driver)
+            if isinstance(drv, PublishesPorts):
+                try:
+                    drv.unpublish(net, a.endpoint, by_ep[a.endpoint.id])
+                except (OSError, NsnetError):
+                    log.exception("unpublishing the ports of %s (reconcile will retry)",
+                                  c.short_id)
+        for p in c.ports:
+            self.reservations.release(str(p["protocol"]), str(p.get("host_ip", "")),
+                                      int(p["host_port"]))
+        c.ports = []
+
+    def reconcile(self, report: dict[str, Any]) -> None:
+        """After a restart: running containers' ports held and published again (the same
+        host ports), and firewall elements no running container owns removed."""
+        owned: set[str] = set()
+        for c in list(self.registry.containers.values()):
+            if c.state.status != "running" or not c.ports:
+                continue
+            lost = [p for p in c.ports if not self.reservations.hold_again(
+                str(p["protocol"]), str(p.get("host_ip", "")), int(p["host_port"]))]
+            for p in lost:
+                log.error("%s: host port %s/%s was taken while the daemon was down",
+                          c.short_id, p["host_port"], p["protocol"])
+                report.setdefault("ports_lost", []).append(
+                    f"{c.name}:{p['host_port']}/{p['protocol']}")
+            for a in c.attachments:
+                net = self.registry.networks.get(a.network_id)
+                ep = a.endpoint
+                if ep is None or net is None:
+                    continue
+                mine = [mapping_of(p) for p in c.ports if p["endpoint_id"] == ep.id]
+                drv = self.drivers.get(net.driver)
+                if mine and isinstance(drv, PublishesPorts):
+                    owned.add(ep.id)
+                    try:
+                        drv.publish(net, ep, mine)
+                    except (OSError, NsnetError):
+                        log.exception("publishing the ports of %s again", c.short_id)
+        removed: list[str] = []
+        for drv in {id(d): d for d in self.drivers.values()}.values():
+            if isinstance(drv, SweepsPorts):
+                removed += drv.remove_unowned_ports(owned)
+        report["ports_removed"] = sorted(set(removed))

@@ -1,0 +1,324 @@
+"""Published ports: DNAT by verdict-free maps in the ``inet nsnet`` table, no proxy process.
+
+Layout (per address family; IPv4 shown, IPv6 is the same with ``6`` and ``ip6``)::
+
+    table inet nsnet
+      map   ports4     inet_proto . inet_service : ipv4_addr . inet_service   (any host address)
+      map   ports4_ip  ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service
+      set   hairpin4   ipv4_addr . ipv4_addr (interval)  container subnet . container address
+      chain ports_pre  hook prerouting dstnat:  fib daddr type local jump ports_dnat
+      chain ports_out  hook output -100:        fib daddr type local jump ports_dnat
+      chain ports_dnat dnat ip to ip daddr . meta l4proto . th dport map @ports4_ip
+                       dnat ip to meta l4proto . th dport map @ports4
+      chain ports_post hook postrouting srcnat - 1:
+                       ct status dnat ip saddr . ip daddr @hairpin4 masquerade
+                       ct status dnat ip saddr 127.0.0.0/8 masquerade
+
+Publishing a container's ports is one transaction that adds its map elements (each with a
+comment naming the endpoint, which is how reconcile finds strays) and its hairpin element;
+nothing is rewritten, so the cost is flat in the number of published ports.
+
+Why each rule: ``fib daddr type local`` limits DNAT to the host's own addresses (traffic
+passing through the host to elsewhere is left alone). Traffic from a container to a published
+port on the same bridge is masqueraded (hairpin): without it the reply would go straight back
+over the bridge, from an address the client did not talk to. Traffic from the host itself to
+127.0.0.1 is masqueraded to the bridge's address, which also needs ``route_localnet`` on that
+bridge (the kernel otherwise drops a 127/8 source leaving a non-loopback link); the driver sets
+it. External clients are not masqueraded, so the container sees the real client address.
+The forward chain of the target network accepts ``ct status dnat`` (kernel/firewall.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
+from nsnet.kernel.nft import Nft, NftError
+
+TABLE = "inet nsnet"
+PROTOCOLS = ("tcp", "udp", "sctp")
+COMMENT_PREFIX = "nsnet ep "
+
+
+@dataclass(frozen=True)
+class PortRule:
+    """One published port as the firewall writes it: ``host_ip:host_port/proto`` reaches
+    ``address:container_port``. ``host_ip`` "" is every address of the host."""
+
+    protocol: str
+    host_ip: str
+    host_port: int
+    address: str
+    container_port: int
+
+
+@dataclass(frozen=True)
+class EndpointPorts:
+    """Everything one endpoint publishes: the unit of one transaction."""
+
+    endpoint_id: str
+    subnet: str  # the endpoint's network subnet (for hairpin)
+    address: str
+    rules: tuple[PortRule, ...]
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+
+@dataclass(frozen=True)
+class PublishedElement:
+    """A map element found in the kernel, for reconcile."""
+
+    family: int
+    endpoint_id: str  # from the element's comment (the first 12 characters of the id)
+    delete_command: str
+
+
+class PortRules(Protocol):
+    """What the bridge driver needs of the port firewall; ``FakePortRules`` in tests."""
+
+    def publish(self, ep: EndpointPorts) -> None: ...
+
+    def unpublish(self, ep: EndpointPorts) -> None: ...
+
+    def elements(self) -> list[PublishedElement]: ...
+
+    def remove_elements(self, elements: list[PublishedElement]) -> None: ...
+
+
+def _names(family: int) -> tuple[str, str, str, str, str]:
+    """(any-address map, per-address map, hairpin set, nft family word, address type)."""
+    if family == 4:
+        return "ports4", "ports4_ip", "hairpin4", "ip", "ipv4_addr"
+    return "ports6", "ports6_ip", "hairpin6", "ip6", "ipv6_addr"
+
+
+def base_plan(family: int = 4) -> str:
+    """The maps and chains for one family; idempotent (``add`` of what exists is a no-op, and
+    the chains are flushed before their rules are written again)."""
+    anymap, ipmap, hairpin, _, addr = _names(family)
+    lines = [
+        f"add table {TABLE}",
+        f"add map {TABLE} {anymap} {{ type inet_proto . inet_service : {addr} . inet_service; }}",
+        f"add map {TABLE} {ipmap} "
+        f"{{ type {addr} . inet_proto . inet_service : {addr} . inet_service; }}",
+        f"add set {TABLE} {hairpin} {{ type {addr} . {addr}; flags interval; }}",
+        f"add chain {TABLE} ports_pre {{ type nat hook prerouting priority dstnat; "
+        "policy accept; }",
+        f"add chain {TABLE} ports_out {{ type nat hook output priority -100; policy accept; }}",
+        f"add chain {TABLE} ports_post {{ type nat hook postrouting priority srcnat - 1; "
+        "policy accept; }",
+        f"add chain {TABLE} ports_dnat",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def chains_plan(families: tuple[int, ...]) -> str:
+    """The rules of the port chains for the families in use, rewritten as a whole."""
+    lines = [f"flush chain {TABLE} {c}" for c in ("ports_pre", "ports_out", "ports_dnat",
+                                                  "ports_post")]
+    lines.append(f"add rule {TABLE} ports_pre fib daddr type local jump ports_dnat")
+    lines.append(f"add rule {TABLE} ports_out fib daddr type local jump ports_dnat")
+    for family in families:
+        anymap, ipmap, hairpin, word, _ = _names(family)
+        lines.append(f"add rule {TABLE} ports_dnat dnat {word} to {word} daddr . meta l4proto "
+                     f". th dport map @{ipmap}")
+        lines.append(f"add rule {TABLE} ports_dnat dnat {word} to meta l4proto . th dport "
+                     f"map @{anymap}")
+        lines.append(f"add rule {TABLE} ports_post ct status dnat {word} saddr . {word} daddr "
+                     f"@{hairpin} masquerade")
+        loopback = "127.0.0.0/8" if family == 4 else "::1"
+        lines.append(f"add rule {TABLE} ports_post ct status dnat {word} saddr {loopback} "
+                     "masquerade")
+    return "\n".join(lines) + "\n"
+
+
+def _check(ep: EndpointPorts) -> None:
+    fam = ep.family
+    net = ipaddress.ip_network(ep.subnet, strict=False)
+    if net.version != fam:
+        raise ValueError(f"subnet {ep.subnet} is not of the family of {ep.address}")
+    if not ep.endpoint_id.isalnum():
+        raise ValueError(f"bad endpoint id {ep.endpoint_id!r}")
+    for r in ep.rules:
+        if r.protocol not in PROTOCOLS:
+            raise ValueError(f"bad protocol {r.protocol!r}")
+        for p in (r.host_port, r.container_port):
+            if not 0 < p < 65536:
+                raise ValueError(f"port out of range: {p}")
+        if r.host_ip and ipaddress.ip_address(r.host_ip).version != fam:
+            raise ValueError(f"host address {r.host_ip} is not of the family of {ep.address}")
+        if ipaddress.ip_address(r.address) != ipaddress.ip_address(ep.address):
+            raise ValueError(f"rule for {r.address} in the ports of {ep.address}")
+
+
+def _key(r: PortRule) -> tuple[str, str]:
+    """(map suffix, key) of a rule's element."""
+    if r.host_ip:
+        return "_ip", f"{r.host_ip} . {r.protocol} . {r.host_port}"
+    return "", f"{r.protocol} . {r.host_port}"
+
+
+def _comment(ep: EndpointPorts) -> str:
+    return f'"{COMMENT_PREFIX}{ep.endpoint_id[:12]}"'
+
+
+def _hairpin(ep: EndpointPorts) -> str:
+    net = ipaddress.ip_network(ep.subnet, strict=False)
+    return f"{net} . {ep.address}"
+
+
+def publish_plan(ep: EndpointPorts) -> str:
+    """One endpoint's elements and its hairpin element, as one transaction."""
+    _check(ep)
+    anymap, _, hairpin, _, _ = _names(ep.family)
+    c = _comment(ep)
+    lines = [f"add element {TABLE} {hairpin} {{ {_hairpin(ep)} comment {c} }}"]
+    for r in ep.rules:
+        suffix, key = _key(r)
+        lines.append(f"add element {TABLE} {anymap}{suffix} "
+                     f"{{ {key} comment {c} : {r.address} . {r.container_port} }}")
+    return "\n".join(lines) + "\n"
+
+
+def unpublish_plan(ep: EndpointPorts) -> list[str]:
+    """One command per element, so a partial leftover can be removed piece by piece."""
+    _check(ep)
+    anymap, _, hairpin, _, _ = _names(ep.family)
+    cmds = []
+    for r in ep.rules:
+        suffix, key = _key(r)
+        cmds.append(f"delete element {TABLE} {anymap}{suffix} {{ {key} }}")
+    cmds.append(f"delete element {TABLE} {hairpin} {{ {_hairpin(ep)} }}")
+    return cmds
+
+
+def _json_value(v: object) -> str:
+    """One part of a JSON element key as nft's text syntax."""
+    if isinstance(v, dict) and "prefix" in v:
+        p = v["prefix"]
+        return f"{p['addr']}/{p['len']}"
+    if isinstance(v, dict) and "range" in v:
+        lo, hi = v["range"]
+        return f"{lo}-{hi}"
+    return str(v)
+
+
+def parse_elements(listing: str, family: int, name: str) -> list[PublishedElement]:
+    """Elements of one of our maps or sets from ``nft -j list map|set``: their owner (the
+    comment) and the command that deletes each."""
+    try:
+        data = json.loads(listing or "{}")
+    except ValueError:
+        return []
+    out = []
+    for item in data.get("nftables", []):
+        obj = item.get("map") or item.get("set")
+        if not obj:
+            continue
+        for el in obj.get("elem", []) or []:
+            if isinstance(el, list):  # a map element: [key, value]
+                el = el[0]
+            comment = ""
+            if isinstance(el, dict) and "elem" in el:
+                comment = el["elem"].get("comment", "")
+                el = el["elem"]["val"]
+            parts = el["concat"] if isinstance(el, dict) and "concat" in el else [el]
+            key = " . ".join(_json_value(p) for p in parts)
+            owner = comment[len(COMMENT_PREFIX):] if comment.startswith(COMMENT_PREFIX) else ""
+            out.append(PublishedElement(family, owner,
+                                        f"delete element {TABLE} {name} {{ {key} }}"))
+    return out
+
+
+class PortFirewall:
+    """Applies the plans in the daemon's (host) namespace through libnftables."""
+
+    def __init__(self, families: tuple[int, ...] = (4,)) -> None:
+        self._nft = Nft()
+        self._families = families
+        self._base_done = False
+
+    def ensure_base(self) -> None:
+        """The maps and chains (again if someone deleted the table): a transaction of its
+        own, as nft 1.0.6 cannot add an interval element to a set made in the same batch."""
+        self._nft.run("".join(base_plan(f) for f in self._families))
+        self._nft.run(chains_plan(self._families))
+        self._base_done = True
+
+    def publish(self, ep: EndpointPorts) -> None:
+        plan = publish_plan(ep)
+        if not self._base_done:
+            self.ensure_base()
+        try:
+            self._nft.run(plan)
+        except NftError:
+            self.ensure_base()
+            self._nft.run(plan)
+
+    def unpublish(self, ep: EndpointPorts) -> None:
+        cmds = unpublish_plan(ep)
+        try:
+            self._nft.run("\n".join(cmds) + "\n")
+            return
+        except NftError:
+            pass
+        for c in cmds:  # something was gone already: the rest one at a time (idempotent)
+            try:
+                self._nft.run(c + "\n")
+            except NftError:
+                continue
+
+    def elements(self) -> list[PublishedElement]:
+        jnft = Nft(json_output=True)
+        out: list[PublishedElement] = []
+        try:
+            for family in self._families:
+                anymap, ipmap, hairpin, _, _ = _names(family)
+                for kind, name in (("map", anymap), ("map", ipmap), ("set", hairpin)):
+                    try:
+                        listing = jnft.run(f"list {kind} {TABLE} {name}")
+                    except NftError:
+                        continue
+                    out.extend(parse_elements(listing, family, name))
+        finally:
+            jnft.close()
+        return out
+
+    def remove_elements(self, elements: list[PublishedElement]) -> None:
+        for e in elements:
+            try:
+                self._nft.run(e.delete_command + "\n")
+            except NftError:
+                continue
+
+    def close(self) -> None:
+        self._nft.close()
+
+
+class FakePortRules:
+    """The port firewall as a set of plan texts, for tests without root."""
+
+    def __init__(self) -> None:
+        self.published: dict[str, EndpointPorts] = {}
+        self.plans: list[str] = []
+
+    def publish(self, ep: EndpointPorts) -> None:
+        self.plans.append(publish_plan(ep))
+        self.published[ep.endpoint_id] = ep
+
+    def unpublish(self, ep: EndpointPorts) -> None:
+        self.plans.append("\n".join(unpublish_plan(ep)) + "\n")
+        self.published.pop(ep.endpoint_id, None)
+
+    def elements(self) -> list[PublishedElement]:
+        return [PublishedElement(ep.family, eid[:12], f"fake {eid}")
+                for eid, ep in self.published.items()]
+
+    def remove_elements(self, elements: list[PublishedElement]) -> None:
+        gone = {e.delete_command[len("fake "):] for e in elements}
+        for eid in gone:
+            self.published.pop(eid, None)
