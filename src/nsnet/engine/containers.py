@@ -24,6 +24,7 @@ from nsnet.engine.ports import Images, Runtime
 from nsnet.engine.published_ports import PublishedPorts, check_request
 from nsnet.engine.registry import NAME_RE, ContainerWaiters, Readers, Registry
 from nsnet.engine.sandboxes import SandboxService, validate_endpoint_request
+from nsnet.engine.sessions import Terminals, tty_env
 from nsnet.engine.shared_netns import check_create, joined_ref, resolve_owner
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified, Unavailable
@@ -123,6 +124,8 @@ class ContainerService:
         self.global_endpoints: GlobalEndpoints | None = None  # set with a cluster
         # Told of every exit (Docker's ``die`` event); set by the engine's facade.
         self.on_exit: Callable[[Container, int], None] | None = None
+        # Told when a stop escalates to SIGKILL (Docker's second ``kill`` event, signal 9).
+        self.on_escalate: Callable[[Container, int], None] | None = None
         self.published_ports = PublishedPorts(registry, sandboxes.drivers)
 
     async def _claim_global(self, c: Container) -> dict[str, Claim]:
@@ -245,8 +248,8 @@ class ContainerService:
                 etc = self.sandboxes.files_dir(c)  # a dependent's are its owner's
                 self.runc.prepare(
                     c.id, self.images.rootfs(image),
-                    ProcessSpec(args=args, env=c.env, cwd=c.working_dir or "/", user=c.user,
-                                tty=False),
+                    ProcessSpec(args=args, env=tty_env(c.env, c.tty),
+                                cwd=c.working_dir or "/", user=c.user, tty=c.tty),
                     c.hostname, ns_path,
                     {"/etc/hosts": etc / "hosts", "/etc/resolv.conf": etc / "resolv.conf",
                      "/etc/hostname": etc / "hostname"},
@@ -355,6 +358,8 @@ class ContainerService:
             else:
                 await asyncio.shield(task)
                 return
+            if self.on_escalate is not None:
+                self.on_escalate(c, signal.SIGKILL)
             await self.runc.kill(c.id, signal.SIGKILL)
             await asyncio.shield(task)
 
@@ -524,11 +529,13 @@ class ContainerService:
         return await self.runc.top(c.id, args)
 
     def resize_container(self, ref: str, height: int, width: int) -> None:
-        """Without a TTY there is no terminal to size: accepted and nothing changes, as
-        containerd answers for a process without a console."""
+        """A TTY container's window size (TIOCSWINSZ on its pty); without a TTY there is no
+        terminal to size: accepted and nothing changes, as containerd answers."""
         c = self.registry.find_container(ref)
         if c.state.status != "running":
             raise Conflict(f"Container {c.id} is not running")
+        if isinstance(self.runc, Terminals):
+            self.runc.resize_console(c.id, height, width)
 
     # -- remove -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from nsnet import resolvconf
 from nsnet.engine.config import EngineConfig
 from nsnet.engine.registry import Registry
+from nsnet.engine.shared_netns import joined_ref, namespace_owner
 from nsnet.errors import NotFound
 from nsnet.etc_files import (
     HOSTS_HEADER,
@@ -42,6 +43,8 @@ class EtcFiles:
         return self.config.exec_root / "sandboxes" / c.id
 
     def write(self, c: Container, hosts_only: bool = False) -> None:
+        if joined_ref(c.network_mode) is not None:
+            return  # a dependent mounts its owner's files (``SandboxService.files_dir``)
         etc = self.dir_of(c)
         if not hosts_only:
             etc.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,10 @@ class EtcFiles:
                 other = self.registry.find_container(name)
             except NotFound:
                 continue
-            for a in other.attachments:
+            # A link to a dependent reaches it at its owner's address (moby links a
+            # ``container:`` mode container through the namespace it shares).
+            other_ns = namespace_owner(self.registry, other)
+            for a in other_ns.attachments:
                 if a.endpoint and a.endpoint.ipv4:
                     out.append((a.endpoint.ipv4, link_names(name, alias, other.name)))
                     break

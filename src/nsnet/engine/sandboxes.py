@@ -21,6 +21,12 @@ from nsnet.engine.etc import EtcFiles
 from nsnet.engine.ports import Kernel, Store
 from nsnet.engine.registry import Registry, driver_of
 from nsnet.engine.resolver_hooks import ResolverHooks
+from nsnet.engine.shared_netns import (
+    joined_ref,
+    namespace_owner,
+    running_dependents,
+    running_owner,
+)
 from nsnet.engine.undo import Undo
 from nsnet.errors import Forbidden, Invalid, NotFound, Unavailable
 from nsnet.ipam.allocator import Allocator
@@ -131,6 +137,11 @@ class SandboxService:
     def etc_dir(self, c: Container) -> Path:
         return self.etc.dir_of(c)
 
+    def files_dir(self, c: Container) -> Path:
+        """Where the ``/etc`` files ``c`` mounts live: a dependent (``container:`` mode)
+        mounts its owner's, as moby's ``initializeNetworkingPaths`` hands them over."""
+        return self.etc.dir_of(namespace_owner(self.registry, c))
+
     def write_etc_files(self, c: Container, hosts_only: bool = False) -> None:
         self.etc.write(c, hosts_only)
 
@@ -167,6 +178,8 @@ class SandboxService:
                       claims: Mapping[str, Claim] | None = None) -> str | None:
         """Namespace, endpoints, default route and /etc files; None for host mode.
         ``claims``: the global networks' addresses, claimed beforehand (``GlobalEndpoints``)."""
+        if joined_ref(c.network_mode) is not None:
+            return self.join_owner(c)
         c.attachments = [a for a in c.attachments if not a.gateway_only]
         etc = self.etc_dir(c)
         etc.mkdir(parents=True, exist_ok=True)
@@ -196,6 +209,14 @@ class SandboxService:
                 self.resolver.endpoint_up(c, net, a.endpoint)
                 undo.push(self.resolver.endpoint_down, c, net, a.endpoint)
         return path
+
+    def join_owner(self, c: Container) -> str:
+        """A dependent's "sandbox": nothing to make or undo, only the owner's namespace
+        (through its process, so a host-mode owner or a chain works) and its names."""
+        owner = running_owner(self.registry, c)
+        c.hostname, c.domainname = owner.hostname, owner.domainname
+        c.sandbox_key = ""
+        return f"/proc/{owner.state.pid}/ns/net"
 
     def start_order(self, c: Container) -> list[Attachment]:
         """The attachments in libnetwork's endpoint order (``route_order_key``), so ``eth0``
@@ -237,6 +258,10 @@ class SandboxService:
 
     def join(self, c: Container, a: Attachment, ns_path: str, undo: Undo,
              claim: Claim | None = None) -> Endpoint:
+        if joined_ref(c.network_mode) is not None:
+            # moby's ErrConflictSharedNetwork: the namespace is the owner's to configure.
+            raise Forbidden("container sharing network namespace with another container or "
+                            "host cannot be connected to any other network")
         net = self.resolve_attachment_network(a)
         drv = driver_of(self.drivers, net)
         if not drv.has_endpoints:
@@ -439,10 +464,15 @@ class SandboxService:
         self.forget_endpoints(c)
 
     def teardown_kernel(self, c: Container) -> None:
-        """The namespace, its links and its resolver go; the store still has the endpoints."""
+        """The namespace, its links and its resolver go; the store still has the endpoints.
+        While a dependent (``container:`` mode) still runs in the namespace, unpinning it
+        frees nothing: each endpoint leaves the kernel explicitly, as libnetwork removes a
+        sandbox's interfaces, so the dependent keeps only ``lo`` and no address it holds
+        goes back to IPAM while a link still carries it."""
+        held = bool(c.attachments) and bool(running_dependents(self.registry, c))
         for a in c.attachments:
             try:
-                self.leave_endpoint(c, a, kernel=False)
+                self.leave_endpoint(c, a, kernel=held)
             except Exception:
                 log.exception("releasing endpoint of %s", c.short_id)
         self.resolver.sandbox_down(c)
