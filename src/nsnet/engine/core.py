@@ -92,6 +92,7 @@ class Engine:
         # ``destroy`` reporters by container, each called once (rm or the removed waiter).
         self._destroy: dict[str, Callable[[], None]] = {}
         services.containers.on_exit = self._container_died
+        services.containers.on_escalate = self._stop_escalated
 
     # -- life -------------------------------------------------------------------------------
 
@@ -361,6 +362,9 @@ class Engine:
 
     async def attach(self, ref: str, sink: Sink, stdout: bool, stderr: bool, logs: bool,
                      stream: bool) -> None:
+        """moby reports every attach (``docker run`` without -d, ``docker attach``) as a
+        container ``attach`` event, before the stream follows."""
+        self._container_event(self.registry.find_container(ref), "attach")
         await self.s.sessions.attach(ref, sink, stdout, stderr, logs, stream)
 
     def create_exec(self, ref: str, cfg: ExecConfig) -> ExecRecord:
@@ -415,6 +419,14 @@ class Engine:
     def _expect_kill(self, c: Container, sig: str | None, default: int) -> None:
         if c.state.status == "running":
             self._pending_kill[c.id] = _signal_number(sig, default)
+
+    def _stop_escalated(self, c: Container, sig: int) -> None:
+        """A stop's signal did not end the container in time: its ``kill`` is reported now
+        and the SIGKILL's waits for the ``die``, as moby's stop logs one kill per signal."""
+        pending = self._pending_kill.pop(c.id, None)
+        if pending is not None:
+            self._container_event(c, "kill", signal=pending)
+        self._pending_kill[c.id] = str(int(sig))
 
     def _container_died(self, c: Container, code: int) -> None:
         """Called by the container service when a process ended (``die``); a stop's signal
