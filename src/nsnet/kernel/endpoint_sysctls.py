@@ -11,6 +11,7 @@ would let a container's user reach settings of the whole namespace, or, through 
 
 from __future__ import annotations
 
+import os
 import re
 
 from nsnet.errors import Invalid
@@ -54,8 +55,12 @@ def write_sysctls(paths: list[tuple[str, str]], root: str = "/proc/sys") -> None
     opener's namespace's. A key the kernel lacks is the user's error, said as such."""
     for rel, val in paths:
         try:
-            with open(f"{root}/{rel}", "w") as f:
-                f.write(val)
+            # Never O_CREAT: outside /proc a missing key must not become a new file.
+            fd = os.open(f"{root}/{rel}", os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.write(fd, val.encode())
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise Invalid(f"sysctl {rel.replace('/', '.')} does not exist") from None
         except OSError as e:
