@@ -1,4 +1,8 @@
-"""Exec routes: create an exec instance, start it (attached or detached), inspect it."""
+"""Exec routes: create an exec instance, start it (attached or detached), inspect it.
+
+``Tty`` runs the command on a pty (its output one raw stream); ``AttachStdin`` makes the
+hijacked connection its input, with or without a TTY (docker-compose's ``exec -T`` sets it).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from aiohttp import web
 from nsnet.api.app import Router, json_response
 from nsnet.api.backend import Backend
 from nsnet.api.parse import abs_path, as_bool, as_str, as_str_list, env_list, json_body
-from nsnet.api.streams import hijack, sink_to
+from nsnet.api.streams import InputSink, hijack, sink_to
 from nsnet.api.unsupported import EXEC_CONFIG, refuse_unsupported
 from nsnet.engine.sessions import ExecConfig, ExecRecord
 from nsnet.errors import Conflict, Invalid
@@ -17,23 +21,38 @@ from nsnet.errors import Conflict, Invalid
 Params = dict[str, str]
 
 
+def console_size(v: Any, what: str = "ConsoleSize") -> tuple[int, int]:
+    """Docker's ``[height, width]``; null or absent is (0, 0), the kernel's default."""
+    if v is None:
+        return 0, 0
+    if not (isinstance(v, list) and len(v) == 2 and
+            all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 32
+                for n in v)):
+        raise Invalid(f"{what} must be [height, width], two numbers from 0 to 4294967295")
+    return v[0], v[1]
+
+
 def exec_config(b: dict[str, Any]) -> ExecConfig:
     cmd = as_str_list(b.get("Cmd"), "Cmd")
     if not cmd:
         raise Invalid("No exec command specified")
+    rows, cols = console_size(b.get("ConsoleSize"))
     return ExecConfig(cmd=cmd, env=env_list(b.get("Env")),
                       workdir=abs_path(b.get("WorkingDir"), "WorkingDir"),
                       user=as_str(b.get("User"), "User"),
                       attach=as_bool(b.get("AttachStdout"), "AttachStdout") or
-                      as_bool(b.get("AttachStderr"), "AttachStderr"))
+                      as_bool(b.get("AttachStderr"), "AttachStderr"),
+                      tty=as_bool(b.get("Tty"), "Tty"),
+                      stdin=as_bool(b.get("AttachStdin"), "AttachStdin"),
+                      rows=rows, cols=cols)
 
 
 def exec_json(e: ExecRecord) -> dict[str, Any]:
     return {
         "ID": e.id, "Running": e.running, "ExitCode": e.exit_code,
-        "ProcessConfig": {"tty": False, "entrypoint": e.cmd[0], "arguments": e.cmd[1:],
+        "ProcessConfig": {"tty": e.tty, "entrypoint": e.cmd[0], "arguments": e.cmd[1:],
                           "privileged": False, "user": e.user},
-        "OpenStdin": False, "OpenStderr": e.attach, "OpenStdout": e.attach,
+        "OpenStdin": e.stdin, "OpenStderr": e.attach, "OpenStdout": e.attach,
         "CanRemove": False, "ContainerID": e.container_id, "DetachKeys": "",
         "Pid": e.pid,
     }
@@ -48,10 +67,9 @@ def register(router: Router, backend: Backend) -> None:
             raise Invalid("No exec command specified")
         if c.state.status != "running":
             raise Conflict(f"container {c.id} is not running")
-        if as_bool(b.get("Tty"), "Tty"):
-            raise Invalid("a TTY (-t) is not supported by nsnet yet")
         refuse_unsupported(b, EXEC_CONFIG)
-        e = backend.create_exec(c.id, exec_config(b))
+        cfg = exec_config(b)
+        e = backend.create_exec(c.id, cfg)
         return json_response({"Id": e.id}, status=201)
 
     async def start(req: web.BaseRequest, p: Params) -> web.StreamResponse:
@@ -59,11 +77,13 @@ def register(router: Router, backend: Backend) -> None:
         if e.running or e.exit_code is not None:
             raise Conflict(f"exec {e.id} has already been started")
         b = await json_body(req, required=False)
+        console_size(b.get("ConsoleSize"))  # checked as Docker checks it; create's size is used
         session = await backend.start_exec(p["id"], as_bool(b.get("Detach"), "Detach"))
         if session is None:
             return web.Response(status=200)
-        resp = await hijack(req)
-        await session.pump(sink_to(resp))
+        resp = await hijack(req, tty=e.tty)
+        await session.pump(InputSink(req, resp, raw=e.tty) if e.stdin else
+                           sink_to(resp, raw=e.tty))
         await resp.write_eof()
         return resp
 

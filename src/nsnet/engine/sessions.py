@@ -5,6 +5,11 @@ bytes, which frames and writes them) and these functions feed it, so the exec re
 reapers of detached execs and the reader counts that auto-remove waits for all live here, where
 reconcile and unit tests can see them. A sink that raises (the client went away) ends the
 session: an attached exec's process is killed, a reader is counted out.
+
+Input. A sink that is also an ``InputSink`` (a hijacked connection with stdin) is read here
+and its bytes written to the process: the pty master for a TTY (the runtime's ``Terminals``
+ability), the exec's stdin pipe otherwise. Reading is pulled one chunk at a time and waits on
+the write, so a fast client is slowed to the program's pace rather than buffered.
 """
 
 from __future__ import annotations
@@ -15,16 +20,41 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from nsnet.engine.ports import Runtime
 from nsnet.engine.registry import Readers, Registry
-from nsnet.errors import Conflict, NotFound
+from nsnet.errors import Conflict, Invalid, NotFound
 from nsnet.model import Container, new_id
+from nsnet.runtime.console import Console
 from nsnet.runtime.runc import ProcessSpec
 
 STDOUT, STDERR = 1, 2
 
 Sink = Callable[[int, bytes], Awaitable[None]]
+
+
+@runtime_checkable
+class InputSink(Protocol):
+    """A sink that also brings the client's input: b"" from ``read_input`` is its end."""
+
+    async def __call__(self, stream: int, data: bytes) -> None: ...
+
+    async def read_input(self) -> bytes: ...
+
+
+@runtime_checkable
+class Terminals(Protocol):
+    """The runtime's optional pty ability (``Runc``): a fake runtime without it refuses
+    TTYs and input with a 400 instead of pretending."""
+
+    def console(self, cid: str) -> Console | None: ...
+
+    def resize_console(self, cid: str, rows: int, cols: int) -> None: ...
+
+    async def exec_interactive(
+        self, cid: str, process: ProcessSpec, rows: int = 0, cols: int = 0
+    ) -> tuple[asyncio.subprocess.Process, Console | None]: ...
 
 
 @dataclass
@@ -36,6 +66,11 @@ class ExecConfig:
     workdir: str = ""
     user: str = ""
     attach: bool = True
+    tty: bool = False
+    stdin: bool = False
+    # ConsoleSize (rows, columns); 0 leaves the kernel's default.
+    rows: int = 0
+    cols: int = 0
 
 
 @dataclass
@@ -53,6 +88,19 @@ class ExecRecord:
     exit_code: int | None = None
     pid: int = 0
     created: float = field(default_factory=time.time)
+    tty: bool = False
+    stdin: bool = False
+    rows: int = 0
+    cols: int = 0
+    # The pty master while a TTY exec runs (resize writes its window size).
+    console: Console | None = field(default=None, repr=False, compare=False)
+
+
+def tty_env(env: list[str], tty: bool) -> list[str]:
+    """Docker gives a process on a TTY ``TERM=xterm`` unless its environment names one."""
+    if tty and not any(v.startswith("TERM=") for v in env):
+        return [*env, "TERM=xterm"]
+    return list(env)
 
 
 def exec_exit_code(code: int, stderr_tail: bytes) -> int:
@@ -77,6 +125,34 @@ class ExecSession:
         self.proc = proc
 
     async def pump(self, sink: Sink) -> None:
+        feeder = None
+        if self.record.stdin and isinstance(sink, InputSink):
+            feeder = asyncio.ensure_future(self._feed(sink))
+        try:
+            await self._pump_output(sink)
+        finally:
+            if feeder is not None:
+                feeder.cancel()
+                with contextlib.suppress(BaseException):
+                    await feeder
+            if self.record.console is not None:
+                self.record.console.close()
+                self.record.console = None
+
+    async def _feed(self, source: InputSink) -> None:
+        """The client's input to the command until the client's input ends: then the stdin
+        pipe is closed (``cat`` sees its end); a terminal stays open, as Docker leaves it."""
+        console, stdin = self.record.console, self.proc.stdin
+        while data := await source.read_input():
+            if console is not None:
+                await console.write(data)
+            elif stdin is not None:
+                stdin.write(data)
+                await stdin.drain()
+        if stdin is not None:
+            stdin.close()
+
+    async def _pump_output(self, sink: Sink) -> None:
         err_tail = bytearray()
 
         async def copy(stream: asyncio.StreamReader | None, kind: int) -> None:
@@ -91,9 +167,14 @@ class ExecSession:
                     del err_tail[:-512]
                 await sink(kind, data)
 
+        async def copy_console(console: Console | None) -> None:
+            while console is not None and (data := await console.read()):
+                await sink(STDOUT, data)
+
         e, proc = self.record, self.proc
         try:
-            await asyncio.gather(copy(proc.stdout, STDOUT), copy(proc.stderr, STDERR))
+            await asyncio.gather(copy(proc.stdout, STDOUT), copy(proc.stderr, STDERR),
+                                 copy_console(e.console))
             e.exit_code = exec_exit_code(await proc.wait(), bytes(err_tail))
         finally:
             if proc.returncode is None:
@@ -118,8 +199,11 @@ class Sessions:
         c = self.registry.find_container(ref)
         if c.state.status != "running":
             raise Conflict(f"container {c.id} is not running")
+        if (cfg.tty or cfg.stdin) and not isinstance(self.runc, Terminals):
+            raise Invalid("this runtime gives an exec neither a TTY nor stdin")
         e = ExecRecord(id=new_id(), container_id=c.id, cmd=cfg.cmd, env=cfg.env,
-                       workdir=cfg.workdir, user=cfg.user, attach=cfg.attach)
+                       workdir=cfg.workdir, user=cfg.user, attach=cfg.attach, tty=cfg.tty,
+                       stdin=cfg.stdin, rows=cfg.rows, cols=cfg.cols)
         self._forget_gone()
         self.execs[e.id] = e
         return e
@@ -142,9 +226,27 @@ class Sessions:
         c = self.registry.find_container(e.container_id)
         if c.state.status != "running":
             raise Conflict(f"container {c.id} is not running")
-        spec = ProcessSpec(args=e.cmd, env=list(c.env) + list(e.env),
-                           cwd=e.workdir or c.working_dir or "/", user=e.user or c.user)
+        interactive = not detach and (e.tty or e.stdin)
+        env = tty_env(list(c.env) + list(e.env), e.tty)
+        spec = ProcessSpec(args=e.cmd, env=env, cwd=e.workdir or c.working_dir or "/",
+                           user=e.user or c.user, tty=e.tty and interactive)
+        if interactive and isinstance(self.runc, Terminals):
+            proc, e.console = await self.runc.exec_interactive(c.id, spec, e.rows, e.cols)
+            return proc
+        if detach and e.tty:
+            raise Invalid("a detached exec with a TTY is not supported by nsnet yet")
         return await self.runc.exec(c.id, spec, detach)
+
+    def resize_exec(self, exec_id: str, rows: int, cols: int) -> None:
+        """Size a running TTY exec's terminal; an exec without one has nothing to size."""
+        e = self.find_exec(exec_id)
+        if e.console is not None:
+            e.console.resize(rows, cols)
+
+    def resize_container(self, c: Container, rows: int, cols: int) -> None:
+        """Size a running TTY container's terminal (none to size without a TTY)."""
+        if isinstance(self.runc, Terminals):
+            self.runc.resize_console(c.id, rows, cols)
 
     async def start_exec(self, exec_id: str, detach: bool) -> ExecSession | None:
         """Start the command; detached, it is reaped in the background and None returned."""
@@ -233,6 +335,9 @@ class Sessions:
         # Follow from where the logs end now: a foreground run attaches before it starts.
         offsets = self.log_sizes(c)
         self.readers.add(c.id)
+        feeder = None
+        if isinstance(sink, InputSink) and c.tty:
+            feeder = asyncio.ensure_future(self._feed_container(c, sink))
         try:
             while self.registry.containers.get(c.id) is not None and \
                     self.registry.containers[c.id].state.status == "created":
@@ -240,6 +345,24 @@ class Sessions:
             await self.stream_logs(c, sink, stdout, stderr, True, None, offsets)
         finally:
             self.readers.done(c.id)
+            if feeder is not None:
+                feeder.cancel()
+                with contextlib.suppress(BaseException):
+                    await feeder
+
+    async def _feed_container(self, c: Container, source: InputSink) -> None:
+        """Attached input to a TTY container's terminal. A foreground ``run -it`` attaches
+        before the start, so input waits here (one chunk held) for the terminal to exist."""
+        while data := await source.read_input():
+            while (console := self._console_of(c)) is None:
+                cur = self.registry.containers.get(c.id)
+                if cur is None or cur.state.status not in ("created", "running"):
+                    return
+                await asyncio.sleep(0.01)
+            await console.write(data)
+
+    def _console_of(self, c: Container) -> Console | None:
+        return self.runc.console(c.id) if isinstance(self.runc, Terminals) else None
 
 
 # A container decides how big its logs grow: they are read and sent a chunk at a time, so a

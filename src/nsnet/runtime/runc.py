@@ -11,6 +11,10 @@ Layout (``cid`` is the container id)::
     <data_root>/containers/<cid>/         upper/, work/ (the writable layer), stdout.log,
                                           stderr.log
 
+A TTY container or exec gets a pty from runc (``--console-socket``, see ``console``): the
+daemon keeps the master, copies a container's output into stdout.log (attach and logs read it
+there, as for any container) and writes attached input to it.
+
 Nothing here forks per operation except runc itself: config.json is built by the pure
 ``oci_spec`` and written in Python, the overlay is mounted with mount(2) (``mounts``).
 """
@@ -24,11 +28,22 @@ import os
 import re
 import secrets
 import shutil
+import socket
 from pathlib import Path
 from typing import Any, Final
 
 from nsnet.errors import Invalid, SystemError_
+from nsnet.runtime._fs import write_atomic
 from nsnet.runtime.bundles import PRIVATE_FILE_MODE, Bundles, check_id
+from nsnet.runtime.console import (
+    Console,
+    copy_to_file,
+    drain_to_file,
+    listen_console_socket,
+    receive_master,
+    set_window_size,
+    take_master_now,
+)
 from nsnet.runtime.errors import NOT_RUNNING, runc_error_text
 from nsnet.runtime.oci_spec import (
     DEFAULT_CAPABILITIES,
@@ -98,6 +113,10 @@ class Runc:
         self.bundles = Bundles(self.exec_root, self.data_root, cgroup_parent, host_facts())
         self._reaper = DetachedReaper()
         self.state_root.mkdir(parents=True, exist_ok=True)
+        # Containers prepared with a terminal, and the pty masters of those running.
+        self._tty: set[str] = set()
+        self.consoles: dict[str, Console] = {}
+        self._console_copies: dict[str, asyncio.Task[None]] = {}
 
     # ---- files (``bundles``) -----------------------------------------------------------
 
@@ -128,10 +147,19 @@ class Runc:
         bind_files: dict[str, Path],
         readonly_binds: bool = False,
     ) -> Path:
-        """Mount the container's root and write its config.json (``Bundles.prepare``)."""
-        return self.bundles.prepare(
+        """Mount the container's root and write its config.json (``Bundles.prepare``); a
+        ``tty`` process gets ``terminal: true`` there, and ``start`` a console socket."""
+        bundle = self.bundles.prepare(
             cid, rootfs_lower, process, hostname, netns_path, bind_files, readonly_binds
         )
+        self._tty.discard(cid)
+        if process.tty:
+            config_path = bundle / "config.json"
+            config = json.loads(config_path.read_bytes())
+            config["process"]["terminal"] = True
+            write_atomic(config_path, json.dumps(config).encode(), mode=PRIVATE_FILE_MODE)
+            self._tty.add(cid)
+        return bundle
 
     def remove_data(self, cid: str) -> None:
         """Drop the writable layer and logs (``Bundles.remove_data``). Idempotent."""
@@ -169,6 +197,49 @@ class Runc:
         out_path, err_path = self.log_paths(cid)
         pid_file = bundle / "pid"
         runc_log = bundle / "runc.log"
+        console_args: list[str] = []
+        console_sock = None
+        if cid in self._tty:
+            console_path = bundle / "console.sock"
+            console_sock = listen_console_socket(console_path)
+            console_args = ["--console-socket", str(console_path)]
+        try:
+            pid = await self._run_detached(cid, bundle, out_path, err_path, pid_file, runc_log,
+                                           console_args)
+            if console_sock is not None:
+                self._keep_console(cid, Console(take_master_now(console_sock)), out_path)
+        finally:
+            if console_sock is not None:
+                console_sock.close()
+                with contextlib.suppress(FileNotFoundError):
+                    (bundle / "console.sock").unlink()
+        return pid
+
+    def _keep_console(self, cid: str, console: Console, out_path: Path) -> None:
+        """The master of a TTY container's pty, copied to its log from now on."""
+        self.consoles[cid] = console
+        self._console_copies[cid] = asyncio.create_task(
+            copy_to_file(console, out_path, PRIVATE_FILE_MODE))
+
+    def console(self, cid: str) -> Console | None:
+        """The pty master of a running TTY container (None without a terminal)."""
+        return self.consoles.get(cid)
+
+    def _drop_console(self, cid: str) -> None:
+        """The output still in the pty goes to the log, then the master is closed."""
+        self._tty.discard(cid)
+        console = self.consoles.pop(cid, None)
+        task = self._console_copies.pop(cid, None)
+        if console is None:
+            return
+        with contextlib.suppress(OSError):
+            drain_to_file(console, self.log_paths(cid)[0], PRIVATE_FILE_MODE)
+        console.close()
+        if task is not None:
+            task.cancel()
+
+    async def _run_detached(self, cid: str, bundle: Path, out_path: Path, err_path: Path,
+                            pid_file: Path, runc_log: Path, console_args: list[str]) -> int:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -195,6 +266,7 @@ class Runc:
                 "--detach",
                 "--pid-file",
                 str(pid_file),
+                *console_args,
                 "--bundle",
                 str(bundle),
                 cid,
@@ -240,6 +312,7 @@ class Runc:
         is the undo of start and runs again at reconcile."""
         check_id(cid)
         rc, _, err = await self._runc("delete", "--force", cid)
+        self._drop_console(cid)
         self.bundles.remove_bundle(cid)
         if rc != 0 and "does not exist" not in err:
             raise SystemError_(f"runc delete {cid}: {err or rc}")
@@ -377,6 +450,54 @@ class Runc:
         finally:
             os.close(memfd)
 
+    async def exec_interactive(
+        self, cid: str, process: ProcessSpec, rows: int = 0, cols: int = 0
+    ) -> tuple[asyncio.subprocess.Process, Console | None]:
+        """An attached ``runc exec`` that takes input. With ``process.tty`` the command runs
+        on a new pty of ``rows`` x ``cols`` (0: the kernel's default) whose master is
+        returned; runc's stderr stays a pipe for its own errors. Without, the command's
+        stdin is ``proc.stdin`` (a pipe) and the console None. The exit code is the
+        command's either way."""
+        if not process.args:
+            raise Invalid("No exec command specified")
+        check_cwd(process.cwd)
+        bundle = self.bundle_dir(cid)
+        uid, gid, extra = await lookup_user_async(bundle / "rootfs", process.user)
+        spec = process_dict(process, uid, gid, extra)
+        if process.tty:
+            spec["terminal"] = True
+            if rows and cols:
+                spec["consoleSize"] = {"height": min(rows, 0xFFFF), "width": min(cols, 0xFFFF)}
+        memfd = os.memfd_create("nsnet-exec-process", os.MFD_CLOEXEC)
+        sock_path = bundle / f"exec-{secrets.token_hex(6)}.sock"
+        sock = listen_console_socket(sock_path) if process.tty else None
+        try:
+            os.write(memfd, json.dumps(spec).encode())
+            console_args = ["--console-socket", str(sock_path)] if process.tty else []
+            proc = await asyncio.create_subprocess_exec(
+                *self._base_args(), "--log", "/dev/null", "exec", *console_args,
+                "--process", f"/proc/self/fd/{memfd}", cid,
+                stdin=asyncio.subprocess.DEVNULL if process.tty else asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL if process.tty else asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(memfd,),
+            )
+            if sock is None:
+                return proc, None
+            return proc, await _console_or_exit(proc, sock)
+        finally:
+            os.close(memfd)
+            if sock is not None:
+                sock.close()
+                with contextlib.suppress(FileNotFoundError):
+                    sock_path.unlink()
+
+    def resize_console(self, cid: str, rows: int, cols: int) -> None:
+        """Size a TTY container's terminal; a container without one has nothing to size."""
+        console = self.consoles.get(cid)
+        if console is not None:
+            set_window_size(console.fd, rows, cols)
+
     def take_detached(
         self, proc: asyncio.subprocess.Process
     ) -> tuple[int, asyncio.Task[int]] | None:
@@ -395,6 +516,22 @@ class Runc:
             if e.is_dir(follow_symlinks=False)
             and os.path.exists(os.path.join(e.path, "state.json"))
         )
+
+
+async def _console_or_exit(proc: asyncio.subprocess.Process, sock: socket.socket) -> Console | None:
+    """The master runc sends, or None when runc ended first (its error is on its stderr)."""
+    master = asyncio.ensure_future(receive_master(sock))
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait((master, exited), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exited.cancel()
+    if not master.done():
+        master.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await master
+        return None
+    return Console(master.result())
 
 
 async def _run_ps(args: list[str]) -> tuple[int, bytes, bytes]:
