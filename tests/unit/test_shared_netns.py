@@ -70,8 +70,12 @@ def _create(sw: SharedWorld, **kw: Any) -> None:
      "conflicting options: custom host-to-IP mapping and the network mode"),
     ({"endpoints": {"container:web": EndpointRequest(mac_address="02:42:ac:11:00:09")}},
      "conflicting options: mac-address and the network mode"),
-    ({"port_bindings": {"80/tcp": [{"HostPort": "8080"}]}},
+    ({"port_bindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}},
      "conflicting options: port publishing and the container type network mode"),
+    ({"publish_all_ports": True},
+     "conflicting options: port publishing and the container type network mode"),
+    ({"exposed_ports": ["80/tcp"]},
+     "conflicting options: port exposing and the container type network mode"),
     ({"endpoints": {"frontend": EndpointRequest()}},
      "conflicting options: cannot attach both user-defined and non-user-defined "
      "network-modes (container:web and frontend)"),

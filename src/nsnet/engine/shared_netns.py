@@ -50,8 +50,11 @@ def check_create(req: ContainerCreate, endpoints: dict[str, EndpointRequest]) ->
         if key != req.network_mode:
             raise Invalid("conflicting options: cannot attach both user-defined and "
                           f"non-user-defined network-modes ({req.network_mode} and {key})")
-    if req.port_bindings:
+    if req.port_bindings or req.publish_all_ports:
         raise Invalid("conflicting options: port publishing and the container type network "
+                      "mode")
+    if req.exposed_ports:
+        raise Invalid("conflicting options: port exposing and the container type network "
                       "mode")
     for er in endpoints.values():
         if er != EndpointRequest():
