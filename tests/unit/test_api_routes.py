@@ -286,7 +286,7 @@ def test_bad_bodies_are_400s_that_reach_no_backend_method() -> None:
     bad = [("/networks/create", {"Name": 5}),
            ("/networks/create", {"Name": "n", "IPAM": {"Config": {"Subnet": "x"}}}),
            ("/networks/n/connect", {"EndpointConfig": {}}),
-           ("/containers/create", {"Image": "busybox", "Tty": True}),
+           (f"/containers/{c.id}/exec", {"Cmd": ["sh"], "ConsoleSize": [24]}),
            ("/containers/create", {"Image": "busybox", "HostConfig": {"Privileged": True}}),
            (f"/containers/{c.id}/exec", {"Cmd": []})]
 
