@@ -47,9 +47,11 @@ def test_null_and_host_have_no_capability(drv: NullDriver) -> None:
         assert not isinstance(drv, cap), cap.__name__
 
 
-def test_planned_capabilities_are_not_claimed_by_anyone_yet(kernel: FakeKernel) -> None:
+def test_only_the_bridge_publishes_ports(kernel: FakeKernel) -> None:
+    """Published ports are the bridge's (issue 12); no local driver programs peers."""
+    assert isinstance(BridgeDriver(kernel), PublishesPorts)
+    assert not isinstance(MacvlanDriver(kernel, list), PublishesPorts)
     for drv in (BridgeDriver(kernel), MacvlanDriver(kernel, list)):
-        assert not isinstance(drv, PublishesPorts)
         assert not isinstance(drv, ProgramsPeers)
 
 

@@ -110,6 +110,9 @@ def network_plan(n: NetworkFirewall) -> str:
         lines.append(f"flush chain {TABLE} {c}")
     # Entering the network: replies to its own connections, its own members (ICC), nothing else.
     lines.append(f"add rule {TABLE} {to_c} ct state established,related accept comment {comment}")
+    if not n.internal:
+        # Published ports (kernel/port_firewall.py): what its DNAT let in from outside.
+        lines.append(f"add rule {TABLE} {to_c} ct status dnat accept comment {comment}")
     verdict = "accept" if n.icc else "drop"
     lines.append(f"add rule {TABLE} {to_c} iifname {br} {verdict} comment {comment}")
     lines += _routed_icmp(n, to_c, comment)
