@@ -148,6 +148,35 @@ def state_name(c: Container) -> str:
     return c.state.status
 
 
+def ports_map(c: Container) -> dict[str, list[dict[str, str]] | None]:
+    """NetworkSettings.Ports in Docker's shape: every exposed port of a running container,
+    with its host bindings or ``null`` when it is exposed only; ``{}`` when not running."""
+    if c.state.status != "running":
+        return {}
+    out: dict[str, list[dict[str, str]] | None] = {k: None for k in c.exposed_ports}
+    for p in c.ports:
+        key = f"{p['container_port']}/{p['protocol']}"
+        got = out.get(key) or []
+        got.append({"HostIp": p.get("host_ip") or "0.0.0.0", "HostPort": str(p["host_port"])})
+        out[key] = got
+    return out
+
+
+def ports_list(c: Container) -> list[dict[str, Any]]:
+    """``GET /containers/json``'s Ports: one entry per binding, and the exposed-only ports
+    without PublicPort, as moby lists them."""
+    out: list[dict[str, Any]] = []
+    for key, bindings in ports_map(c).items():
+        port, _, proto = key.partition("/")
+        if not bindings:
+            out.append({"PrivatePort": int(port), "Type": proto})
+            continue
+        for b in bindings:
+            out.append({"IP": b["HostIp"], "PrivatePort": int(port),
+                        "PublicPort": int(b["HostPort"]), "Type": proto})
+    return out
+
+
 def container_json(c: Container, networks: dict[str, Network],
                    image: Image | None) -> dict[str, Any]:
     st = c.state
@@ -199,7 +228,8 @@ def container_json(c: Container, networks: dict[str, Network],
             "ExtraHosts": list(c.extra_hosts) or None,
             "Links": [f"/{ln.split(':')[0]}:/{c.name}/{ln.split(':')[-1]}" for ln in c.links]
             or None,
-            "PortBindings": {},
+            "PortBindings": {k: [dict(b) for b in v] for k, v in c.port_bindings.items()},
+            "PublishAllPorts": c.publish_all_ports,
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "LogConfig": {"Type": "json-file", "Config": {}},
             "Privileged": False,
@@ -222,7 +252,7 @@ def container_json(c: Container, networks: dict[str, Network],
             "Volumes": None,
             "WorkingDir": c.working_dir,
             "Labels": dict(c.labels),
-            "ExposedPorts": None,
+            "ExposedPorts": {k: {} for k in c.exposed_ports} or None,
         },
         "NetworkSettings": {
             "Bridge": "",
@@ -231,7 +261,7 @@ def container_json(c: Container, networks: dict[str, Network],
             "HairpinMode": False,
             "LinkLocalIPv6Address": "",
             "LinkLocalIPv6PrefixLen": 0,
-            "Ports": {},
+            "Ports": ports_map(c),
             "SecondaryIPAddresses": None,
             "SecondaryIPv6Addresses": None,
             **top,
@@ -249,7 +279,7 @@ def container_summary(c: Container, networks: dict[str, Network]) -> dict[str, A
         "ImageID": c.image_id,
         "Command": " ".join(shlex.quote(a) if " " in a else a for a in args),
         "Created": _docker_time_to_unix(c.created),
-        "Ports": [],
+        "Ports": ports_list(c),
         "Labels": dict(c.labels),
         "State": state_name(c),
         "Status": status_text(c),

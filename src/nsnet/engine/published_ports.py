@@ -331,7 +331,10 @@ class PublishedPorts:
     def reconcile(self, report: dict[str, Any]) -> None:
         """After a restart: running containers' ports held and published again (the same
         host ports), and firewall elements no running container owns removed."""
-        owned: set[str] = set()
+        # Every stored endpoint counts as an owner: a start in progress (reconcile runs on
+        # demand too) has its endpoints but not yet its ports recorded.
+        owned = {a.endpoint.id for c in self.registry.containers.values()
+                 for a in c.attachments if a.endpoint is not None}
         for c in list(self.registry.containers.values()):
             if c.state.status != "running" or not c.ports:
                 continue
@@ -350,7 +353,6 @@ class PublishedPorts:
                 mine = [mapping_of(p) for p in c.ports if p["endpoint_id"] == ep.id]
                 drv = self.drivers.get(net.driver)
                 if mine and isinstance(drv, PublishesPorts):
-                    owned.add(ep.id)
                     try:
                         drv.publish(net, ep, mine)
                     except (OSError, NsnetError):

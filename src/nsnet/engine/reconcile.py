@@ -80,6 +80,7 @@ class Reconciler:
         self.kernel.firewall.ensure_base()
         self._rebuild_networks(report)
         await self._adopt_or_close(report)
+        self.containers.published_ports.reconcile(report)  # after the endpoints are back
         self._finish_stopped()
         owned_links, live_eps = self._owned()
         self._remove_links(owned_links, report)
