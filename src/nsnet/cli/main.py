@@ -13,6 +13,7 @@ from nsnet.cli import (  # noqa: F401 - importing a command module registers its
     listing,
     network,
     node,
+    port,
     run,
     system,
 )

@@ -50,7 +50,10 @@ def container_flags(f: F) -> F:
         click.option("--entrypoint", default=None, help="Overwrite the image's ENTRYPOINT."),
         click.option("-u", "--user", default="", help="Username or UID."),
         click.option("-l", "--label", multiple=True, help="Set metadata on the container."),
-        click.option("-p", "--publish", multiple=True, help="Publish a container's port."),
+        click.option("-p", "--publish", multiple=True,
+                     help="Publish a container's port: [ip:][hostPort:]containerPort[/proto]."),
+        click.option("-P", "--publish-all", is_flag=True,
+                     help="Publish every exposed port on a free host port."),
         click.option("--expose", multiple=True, help="Expose a port or a range of ports."),
     ]
     for option in reversed(options):
@@ -84,6 +87,7 @@ def _options(
         user=kw["user"],
         labels=kw["label"],
         publish=kw["publish"],
+        publish_all=kw["publish_all"],
         expose=kw["expose"],
         auto_remove=kw["auto_remove"],
         attach=attach,

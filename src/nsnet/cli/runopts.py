@@ -121,6 +121,7 @@ class ContainerOptions:
     user: str = ""
     labels: Sequence[str] = ()
     publish: Sequence[str] = ()
+    publish_all: bool = False  # -P: every exposed port on a free host port
     expose: Sequence[str] = ()
     auto_remove: bool = False
     attach: bool = False
@@ -343,6 +344,7 @@ def container_create_body(o: ContainerOptions) -> dict[str, Any]:
                 "LogConfig": {"Type": "", "Config": {}},
                 "NetworkMode": mode,
                 "PortBindings": bindings,
+                "PublishAllPorts": o.publish_all,
                 "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
                 "AutoRemove": o.auto_remove,
                 "Dns": list(o.dns),
