@@ -14,7 +14,6 @@ from nsnet.cli.base import RUN_SETTINGS, CLIExit, State, cli, error_line, fail, 
 from nsnet.cli.listing import inspect, ps
 from nsnet.cli.run import create, run
 from nsnet.client import APIError, ClientError
-from nsnet.client.transport import segment
 
 
 def for_each(names: Iterable[str], action: Callable[[str], str | None]) -> None:
@@ -204,11 +203,6 @@ def exec_(
 
 
 # -- rename, pause/unpause, top (issue 11) ---------------------------------------------------
-# The client has no methods for these routes yet: the commands call its transport directly.
-
-
-def _post(state: State, name: str, action: str, params: dict[str, str] | None = None) -> None:
-    state.client.transport.call("POST", f"/containers/{segment(name)}/{action}", params)
 
 
 @cli.command("rename")
@@ -220,7 +214,7 @@ def rename(state: State, container: str, new_name: str) -> None:
     new_name = new_name.strip()
     if not container or not new_name:
         fail("Neither old nor new names may be empty")
-    _post(state, container, "rename", {"name": new_name})
+    state.client.containers.rename(container, new_name)
 
 
 @cli.command("pause")
@@ -230,7 +224,7 @@ def pause(state: State, containers: tuple[str, ...]) -> None:
     """Pause all processes within one or more containers."""
 
     def one(name: str) -> str:
-        _post(state, name, "pause")
+        state.client.containers.pause(name)
         return name
 
     for_each(containers, one)
@@ -243,7 +237,7 @@ def unpause(state: State, containers: tuple[str, ...]) -> None:
     """Unpause all processes within one or more containers."""
 
     def one(name: str) -> str:
-        _post(state, name, "unpause")
+        state.client.containers.unpause(name)
         return name
 
     for_each(containers, one)
@@ -255,10 +249,9 @@ def unpause(state: State, containers: tuple[str, ...]) -> None:
 @click.pass_obj
 def top(state: State, container: str, ps_options: tuple[str, ...]) -> None:
     """Display the running processes of a container (the host's ps, default -ef)."""
-    params = {"ps_args": " ".join(ps_options)} if ps_options else None
-    data = state.client.transport.call("GET", f"/containers/{segment(container)}/top", params)
-    titles = [str(t) for t in (data or {}).get("Titles") or []]
-    rows = [[str(f) for f in row] for row in (data or {}).get("Processes") or []]
+    data = state.client.containers.top(container, " ".join(ps_options) or None)
+    titles = [str(t) for t in data.get("Titles") or []]
+    rows = [[str(f) for f in row] for row in data.get("Processes") or []]
     for line in top_table(titles, rows):
         click.echo(line)
 

@@ -8,8 +8,7 @@ seconds, RFC3339, ``10m``), and it shares this host's clock.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +16,6 @@ import click
 
 from nsnet.cli.base import State, cli, emit, parse_filters
 from nsnet.cli.format import render
-from nsnet.client import ClientError, encode_filters
-from nsnet.client.transport import Transport
 
 
 def event_line(msg: Mapping[str, Any]) -> str:
@@ -37,20 +34,6 @@ def event_line(msg: Mapping[str, Any]) -> str:
     return line
 
 
-def stream(transport: Transport, params: dict[str, str | None]) -> Iterator[dict[str, Any]]:
-    """The daemon's messages as they come; ends when the daemon ends the stream."""
-    response = transport.open("GET", "/events", params)
-    try:
-        for raw in iter(response.raw.readline, b""):
-            if raw.strip():
-                try:
-                    yield json.loads(raw)
-                except ValueError as exc:
-                    raise ClientError(f"daemon sent an invalid event: {exc}") from exc
-    finally:
-        response.close()
-
-
 @cli.command("events")
 @click.option("--since", default="", help="Show events since this time (unix seconds, "
               "RFC3339, or a duration like 10m).")
@@ -62,13 +45,10 @@ def stream(transport: Transport, params: dict[str, str | None]) -> Iterator[dict
 @click.pass_obj
 def events(state: State, since: str, until: str, filters: tuple[str, ...], fmt: str) -> None:
     """Get real time events from the daemon."""
-    params: dict[str, str | None] = {
-        "since": since or None, "until": until or None,
-        "filters": encode_filters(parse_filters(filters)),
-    }
     # Ctrl-C, a closed pipe and daemon errors end it as every command ends (NsnetGroup).
-    for msg in stream(state.client.transport, params):
-        if fmt:
-            emit(render(fmt, [msg], {}, strict=False))
-        else:
-            click.echo(event_line(msg))
+    with state.client.events(since or None, until or None, parse_filters(filters)) as stream:
+        for msg in stream:
+            if fmt:
+                emit(render(fmt, [msg], {}, strict=False))
+            else:
+                click.echo(event_line(msg))

@@ -1,6 +1,14 @@
 """Typed synchronous client for nsnetd's Docker Engine API subset (stdlib only)."""
 
-from nsnet.client.api import Client, Containers, Images, Networks, PendingWait, frames_text
+from nsnet.client.api import (
+    Client,
+    Containers,
+    EventStream,
+    Images,
+    Networks,
+    PendingWait,
+    frames_text,
+)
 from nsnet.client.errors import APIError, ClientError, DaemonUnreachable, ProtocolError
 from nsnet.client.transport import (
     API_VERSION,
@@ -29,6 +37,7 @@ __all__ = [
     "ClientError",
     "Containers",
     "DaemonUnreachable",
+    "EventStream",
     "FrameStream",
     "Images",
     "Networks",

@@ -6,8 +6,9 @@ prints most of it as is, and docker's shapes are documented already (docker-api.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal, overload
 
@@ -206,6 +207,28 @@ class Containers(_Section):
             "POST", f"/containers/{segment(container)}/attach", params, upgrade=True
         )
 
+    def rename(self, container: str, name: str) -> None:
+        params: Params = {"name": name}
+        self._t.call("POST", f"/containers/{segment(container)}/rename", params)
+
+    def pause(self, container: str) -> None:
+        self._t.call("POST", f"/containers/{segment(container)}/pause")
+
+    def unpause(self, container: str) -> None:
+        self._t.call("POST", f"/containers/{segment(container)}/unpause")
+
+    def top(self, container: str, ps_args: str | None = None) -> JSONDict:
+        """Docker's ``Titles`` and ``Processes``; ``ps_args`` goes to the host's ps (the
+        daemon's default is ``-ef``)."""
+        params: Params = {"ps_args": ps_args or None}
+        data = self._t.call("GET", f"/containers/{segment(container)}/top", params)
+        return data if isinstance(data, dict) else {"Titles": [], "Processes": []}
+
+    def resize(self, container: str, *, height: int, width: int) -> None:
+        """The container's terminal size (rows, columns); without a TTY nothing changes."""
+        params: Params = {"h": height, "w": width}
+        self._t.call("POST", f"/containers/{segment(container)}/resize", params)
+
     def exec_create(
         self,
         container: str,
@@ -322,6 +345,44 @@ def _json_messages(content_type: str, content: bytes) -> JSONList:
     return messages
 
 
+class EventStream:
+    """``GET /events`` as it arrives: one message (a dict) per JSON line, read a line at a
+    time so each event shows up while it happens. Ends when the daemon ends the stream
+    (``until`` reached); close it (or use ``with``) to stop following early."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+    def __iter__(self) -> Iterator[JSONDict]:
+        try:
+            for raw in iter(self.response.raw.readline, b""):
+                if not raw.strip():
+                    continue
+                try:
+                    msg = json.loads(raw)
+                except ValueError as exc:
+                    raise ClientError(f"daemon sent an invalid event: {exc}") from exc
+                if not isinstance(msg, dict):
+                    raise ClientError(f"daemon sent an invalid event: {msg!r}")
+                yield msg
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class Client:
     """Synchronous client for nsnetd.
 
@@ -355,6 +416,21 @@ class Client:
     def info(self) -> JSONDict:
         data: JSONDict = self.transport.call("GET", "/info")
         return data
+
+    def events(
+        self,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        filters: Filters | None = None,
+    ) -> EventStream:
+        """The daemon's events. ``since``/``until`` go to the daemon as given: it reads
+        every form ``docker events`` accepts (unix seconds, RFC3339, ``10m``)."""
+        params: Params = {
+            "since": str(since) if since not in (None, "") else None,
+            "until": str(until) if until not in (None, "") else None,
+            "filters": encode_filters(filters),
+        }
+        return EventStream(self.transport.open("GET", "/events", params))
 
     def reconcile(self) -> Any:
         """nsnet's own route: bring the kernel back in line with the store now."""
