@@ -476,6 +476,8 @@ class ContainerService:
             self.registry.save_container(c)
             if c.state.status == "running":
                 self._rename_endpoints(c)
+                if self.global_endpoints is not None:
+                    self.global_endpoints.republish(c)  # other hosts' DNS follows
             self._follow_links(old, name)
         log.info("container %s renamed from %s to %s", c.short_id, old, name)
 

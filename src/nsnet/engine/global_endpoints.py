@@ -11,9 +11,12 @@ during runc's start: convergence is bounded by the slower of the two, not their 
 
 Ending an endpoint never waits for etcd: ``retire`` is synchronous (the exit path, a
 disconnect and an undo call it), queues the record's withdrawal and the address's release, and
-a background task does them, retrying while etcd is away. After a restart the queue is gone;
-``sweep`` finds what it held (addresses this node holds that no live endpoint owns) and the peer
-service's own-record sync finds stale records, so nothing stays claimed for good.
+a background task does them, retrying while etcd is away. A rename goes the same way
+(``republish``): the records of a renamed container's endpoints are written again with its
+new names, so the other hosts' resolvers follow, retried until they land. After a restart the
+queue is gone; ``sweep`` finds what it held (addresses this node holds that no live endpoint
+owns) and the peer service's own-record sync finds stale records, so nothing stays claimed for
+good.
 
 Every etcd failure in ``prepare`` is ``Unavailable`` (503): the start or connect fails cleanly,
 with what was claimed retired again.
@@ -88,6 +91,7 @@ class GlobalEndpoints:
         self._queue: list[_Retired] = []
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()  # endpoint ids claimed, not yet attached
+        self._republish: set[str] = set()  # containers whose records carry an old name
         self._task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
 
@@ -112,13 +116,15 @@ class GlobalEndpoints:
 
     def live_records(self) -> list[EndpointRecord]:
         """The records of every endpoint this host holds on a global network now."""
+        return [rec for c in self.registry.containers.values() for rec in self._records_of(c)]
+
+    def _records_of(self, c: Container) -> list[EndpointRecord]:
         out = []
-        for c in self.registry.containers.values():
-            for a in c.attachments:
-                ep = a.endpoint
-                net = self.registry.networks.get(a.network_id)
-                if ep is not None and self._is_global_endpoint(a, net):
-                    out.append(self._record(c, ep))
+        for a in c.attachments:
+            ep = a.endpoint
+            net = self.registry.networks.get(a.network_id)
+            if ep is not None and self._is_global_endpoint(a, net):
+                out.append(self._record(c, ep))
         return out
 
     @staticmethod
@@ -199,34 +205,69 @@ class GlobalEndpoints:
         self._wake.set()
 
     async def _retire_loop(self) -> None:
+        """Withdrawals first, then republications, one at a time in one task: a record
+        republished after a rename can never land after the withdrawal of its endpoint."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                item = self._queue[0]
-                try:
-                    await self.peers.withdraw_endpoint(item.network_id, item.endpoint_id)
-                    addresses = list(item.addresses)
-                    if item.any_address:
-                        addresses += [h.address for h in
-                                      await self.cluster.ipam.holders(item.network_id)
-                                      if h.endpoint_id == item.endpoint_id]
-                    for addr in addresses:
-                        await self.cluster.ipam.release_address(item.network_id, addr,
-                                                                item.endpoint_id)
-                except Unavailable as e:
-                    log.warning("releasing endpoint %s: %s (retrying)", item.endpoint_id[:12],
-                                e.message)
+            while self._queue or self._republish:
+                done = await self._retire_one() if self._queue else await self._republish_one()
+                if not done:
                     await asyncio.sleep(self._retry)
-                    continue
-                except Exception:  # a bug must not stop every later release
-                    log.exception("releasing endpoint %s", item.endpoint_id[:12])
-                self._queue.pop(0)
+
+    async def _retire_one(self) -> bool:
+        """The first queued withdrawal; False to retry it (etcd away)."""
+        item = self._queue[0]
+        try:
+            await self.peers.withdraw_endpoint(item.network_id, item.endpoint_id)
+            addresses = list(item.addresses)
+            if item.any_address:
+                addresses += [h.address for h in
+                              await self.cluster.ipam.holders(item.network_id)
+                              if h.endpoint_id == item.endpoint_id]
+            for addr in addresses:
+                await self.cluster.ipam.release_address(item.network_id, addr,
+                                                        item.endpoint_id)
+        except Unavailable as e:
+            log.warning("releasing endpoint %s: %s (retrying)", item.endpoint_id[:12],
+                        e.message)
+            return False
+        except Exception:  # a bug must not stop every later release
+            log.exception("releasing endpoint %s", item.endpoint_id[:12])
+        self._queue.pop(0)
+        return True
+
+    # ---- rename -------------------------------------------------------------------------------
+
+    def republish(self, c: Container) -> None:
+        """``c`` was renamed: its endpoints' records (``container_name``, ``dns_names``) are
+        written again so every other host's resolver answers the new name and forgets the
+        old. Off the request path like ``retire``: a rename never waits for etcd."""
+        self._republish.add(c.id)
+        self._wake.set()
+
+    async def _republish_one(self) -> bool:
+        """One renamed container's records, as the registry holds them now (an endpoint that
+        ended meanwhile has nothing left to publish); False to retry (etcd away)."""
+        cid = min(self._republish)
+        c = self.registry.containers.get(cid)
+        try:
+            for rec in self._records_of(c) if c is not None else []:
+                await self.peers.publish_endpoint(rec)
+        except Unavailable as e:
+            log.warning("republishing the records of renamed %s: %s (retrying)", cid[:12],
+                        e.message)
+            return False
+        except Exception:
+            log.exception("republishing the records of renamed %s", cid[:12])
+        self._republish.discard(cid)
+        return True
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the retire queue is empty (tests, shutdown); best effort."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._queue and asyncio.get_running_loop().time() < deadline:
+        while (self._queue or self._republish) and \
+                asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
 
     # ---- after a restart ------------------------------------------------------------------
