@@ -253,10 +253,10 @@ def _register_output(router: Router, backend: Backend) -> None:
     async def attach(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
-        resp = await hijack(req, tty=c.tty)
         # stdin=1 on a container without a TTY: its stdin is empty (README), input unread.
-        sink = InputSink(req, resp, raw=c.tty) if qbool(req, "stdin") and c.tty else \
-            sink_to(resp, raw=c.tty)
+        source = InputSink(req, raw=True) if qbool(req, "stdin") and c.tty else None
+        resp = await hijack(req, tty=c.tty)
+        sink = source.start(resp) if source else sink_to(resp, raw=c.tty)
         await backend.attach(c.id, sink, so, se, qbool(req, "logs"), qbool(req, "stream"))
         await resp.write_eof()
         return resp

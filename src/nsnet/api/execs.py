@@ -81,9 +81,9 @@ def register(router: Router, backend: Backend) -> None:
         session = await backend.start_exec(p["id"], as_bool(b.get("Detach"), "Detach"))
         if session is None:
             return web.Response(status=200)
+        source = InputSink(req, raw=e.tty) if e.stdin else None
         resp = await hijack(req, tty=e.tty)
-        await session.pump(InputSink(req, resp, raw=e.tty) if e.stdin else
-                           sink_to(resp, raw=e.tty))
+        await session.pump(source.start(resp) if source else sink_to(resp, raw=e.tty))
         await resp.write_eof()
         return resp
 

@@ -80,16 +80,24 @@ class _InputParser:
 
 class InputSink:
     """A sink that also reads the client's input from the hijacked connection
-    (``nsnet.engine.sessions.InputSink``)."""
+    (``nsnet.engine.sessions.InputSink``). Made before ``hijack`` answers: a client may
+    write as soon as it reads the 101, and aiohttp would parse those bytes as a request."""
 
-    def __init__(self, req: web.BaseRequest, resp: web.StreamResponse, raw: bool) -> None:
-        self._write = sink_to(resp, raw)
+    def __init__(self, req: web.BaseRequest, raw: bool) -> None:
+        self._raw = raw
+        self._write: Sink | None = None
         self._input = _InputParser(req)
         protocol: Any = req.protocol
         protocol.set_parser(self._input)
         _notify_eof(protocol, self._input)
 
+    def start(self, resp: web.StreamResponse) -> InputSink:
+        """Output goes to ``resp`` (the hijacked response) from now on."""
+        self._write = sink_to(resp, self._raw)
+        return self
+
     async def __call__(self, stream: int, data: bytes) -> None:
+        assert self._write is not None, "InputSink.start(resp) first"
         await self._write(stream, data)
 
     async def read_input(self) -> bytes:
