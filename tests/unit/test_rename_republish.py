@@ -1,20 +1,23 @@
 """A renamed container's overlay records follow its name (issue 11): republished off the
 request path, retried while etcd is away, and never written back for an endpoint that ended.
 Over the one-host world of test_global_endpoints and a second host's peer service, which is
-what another host's embedded DNS hears."""
+what another host's embedded DNS hears; and the container service asking for it on a rename."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from cluster_support import synced
+from test_container_control import ControlWorld
 from test_global_endpoints import ME, NET_ID, _until, _world
 
 from nsnet.cluster import keys
 from nsnet.cluster.endpoints import EndpointRecord
 from nsnet.cluster.membership import NodeInfo
 from nsnet.drivers.overlay import OverlayDriver
+from nsnet.engine.containers import ContainerCreate
 from nsnet.engine.peers import PeerService
 from nsnet.model import Container, EndpointRequest, Network
 from nsnet.testing.fake_kernel import FakeKernel
@@ -122,3 +125,35 @@ async def test_an_endpoint_that_ended_is_not_written_back() -> None:
         await w.glob.flush()
         assert not w.glob._republish and not w.glob._queue
         assert await _record(kv, claim.endpoint_id) is None
+
+
+# -- the container service asks for it -------------------------------------------------------
+
+
+class Republished:
+    """The container service's view of GlobalEndpoints, for a rename: who was republished."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def republish(self, c: Container) -> None:
+        self.names.append(c.name)
+
+    def done(self, claims: object) -> None:
+        pass
+
+
+def test_a_running_containers_rename_asks_for_republication(tmp_path: Path) -> None:
+    cw = ControlWorld(tmp_path)
+    try:
+        cw.running("web", "bridge")
+        stopped = cw.engine.create_container(ContainerCreate(image="busybox", name="idle",
+                                                             cmd=["true"]))
+        rec = Republished()
+        cw.engine.s.containers.global_endpoints = rec  # type: ignore[assignment]
+        cw.run(cw.engine.rename_container("web", "web2"))
+        cw.run(cw.engine.rename_container(stopped.id, "idle2"))  # no endpoint to publish
+        assert rec.names == ["web2"]
+    finally:
+        cw.engine.s.containers.global_endpoints = None
+        cw.close()
