@@ -273,6 +273,10 @@ class PortFirewall:
                 continue
 
     def elements(self) -> list[PublishedElement]:
+        # Reconcile asks first, at every start: the maps and chains are made then, so the
+        # ruleset does not change shape with the first published port.
+        if not self._base_done:
+            self.ensure_base()
         jnft = Nft(json_output=True)
         out: list[PublishedElement] = []
         try:

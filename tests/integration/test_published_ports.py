@@ -1,0 +1,284 @@
+"""Published ports (issue 12) through the docker CLI, the Docker SDK's body and the nsnet CLI,
+checked from outside: a "LAN" namespace on a veth (TEST-NET-3) plays a client on the host's
+network; the host itself and a second container are the other clients.
+
+The server runs in the container's network namespace (``nsenter --net`` of its sandbox, a host
+python): it answers with the address it sees the client come from, so the test reads the
+client address the container sees, over TCP and UDP alike (busybox ``nc`` has no UDP).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from helpers import api_error, run, sandbox
+
+from nsnet.testing.hosts import Daemon, TestHost, sh
+
+pytestmark = pytest.mark.root
+
+LAN_IP = "203.0.113.2"
+HOST_LAN_IP = "203.0.113.1"
+
+# Answers every TCP connection or UDP datagram with "from <peer address>".
+SERVE = """
+import socket, sys
+proto, port = sys.argv[1], int(sys.argv[2])
+if proto == "tcp":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16)
+    print("ready", flush=True)
+    while True:
+        conn, peer = s.accept(); conn.sendall(f"from {peer[0]}".encode()); conn.close()
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(100); s.sendto(f"from {peer[0]}".encode(), peer)
+"""
+TALK = """
+import socket, sys
+ip, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    if proto == "tcp":
+        s = socket.create_connection((ip, port), timeout=2)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+        s.connect((ip, port)); s.send(b"hi")
+    print(s.recv(100).decode())
+except OSError as e:
+    print("failed", e)
+"""
+
+
+@pytest.fixture
+def lan(daemon: Daemon) -> Iterator[TestHost]:
+    other = TestHost.create("nspp")
+    try:
+        sh("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns",
+           other.name, ns=daemon.host.name)
+        daemon.host.ip("addr", "add", f"{HOST_LAN_IP}/24", "dev", "lan0")
+        daemon.host.ip("link", "set", "lan0", "up")
+        other.ip("addr", "add", f"{LAN_IP}/24", "dev", "lan0p")
+        other.ip("link", "set", "lan0p", "up")
+        yield other
+    finally:
+        other.destroy()
+
+
+class Servers:
+    """Servers started in sandboxes, stopped at the end of the test."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, ns_path: str, proto: str, port: int) -> None:
+        p = subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, "-c", SERVE, proto,
+                              str(port)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        self.procs.append(p)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    s = Servers()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def talk(ns_path: str, ip: str, port: int, proto: str = "tcp") -> str:
+    """What a client in ``ns_path`` gets back from ``ip:port``: "from <addr>" or "failed"."""
+    return sh("nsenter", f"--net={ns_path}", sys.executable, "-c", TALK, ip, str(port),
+              proto).stdout.strip()
+
+
+def ruleset(d: Daemon) -> object:
+    """The daemon host's whole ruleset minus handles (they grow with every change)."""
+    out = sh("nft", "-j", "list", "ruleset", ns=d.host.name).stdout
+    items = json.loads(out)["nftables"]
+    for it in items:
+        for obj in it.values():
+            if isinstance(obj, dict):
+                obj.pop("handle", None)
+    return items
+
+
+def can_bind(d: Daemon, port: int, proto: str = "tcp") -> bool:
+    kind = "SOCK_STREAM" if proto == "tcp" else "SOCK_DGRAM"
+    code = (f"import socket; s = socket.socket(socket.AF_INET, socket.{kind}); "
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+            f"s.bind(('0.0.0.0', {port}))")
+    return sh("nsenter", f"--net={d.host.path}", sys.executable, "-c", code,
+              check=False).returncode == 0
+
+
+def test_published_ports_reach_the_container_from_everywhere(
+        daemon: Daemon, lan: TestHost, servers: Servers) -> None:
+    c = daemon.client()
+    daemon.docker("network", "create", "--subnet", "10.77.0.0/24", "pub")
+    before = ruleset(daemon)
+    daemon.docker("run", "-d", "--name", "web", "--network", "pub", "-p", "8080:80",
+                  "-p", "5353:53/udp", "-p", "127.0.0.1:8181:81", "busybox", "sleep", "600")
+    web = str(c.containers.inspect("web")["Id"])
+    web_ns = sandbox(c, web)
+    web_ip = c.containers.inspect(web)["NetworkSettings"]["Networks"]["pub"]["IPAddress"]
+    servers.start(web_ns, "tcp", 80)
+    servers.start(web_ns, "udp", 53)
+    servers.start(web_ns, "tcp", 81)
+
+    # A client on the LAN: the container sees its real address, over TCP and UDP.
+    assert talk(lan.path, HOST_LAN_IP, 8080) == f"from {LAN_IP}"
+    assert talk(lan.path, HOST_LAN_IP, 5353, "udp") == f"from {LAN_IP}"
+    # 127.0.0.1:8181 is not reachable from the LAN, only from the host itself.
+    assert talk(lan.path, HOST_LAN_IP, 8181).startswith("failed")
+    # The host itself, by its own address and by 127.0.0.1 (masqueraded to the bridge's).
+    assert talk(daemon.host.path, HOST_LAN_IP, 8080) == f"from {HOST_LAN_IP}"
+    assert talk(daemon.host.path, "127.0.0.1", 8080) == "from 10.77.0.1"
+    assert talk(daemon.host.path, "127.0.0.1", 8181) == "from 10.77.0.1"
+    # Hairpin: another container on the bridge, and the container itself.
+    other = run(c, network="pub", name="other")
+    assert talk(sandbox(c, other), HOST_LAN_IP, 8080) == "from 10.77.0.1"
+    assert talk(sandbox(c, other), "10.77.0.1", 5353, "udp") == "from 10.77.0.1"
+    assert talk(web_ns, HOST_LAN_IP, 8080) == "from 10.77.0.1"
+    assert web_ip not in ("", None)
+
+    # Read back in Docker's shapes, by the docker CLI and by nsnet's.
+    ports = c.containers.inspect(web)["NetworkSettings"]["Ports"]
+    assert ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                     "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}],
+                     "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8181"}]}
+    assert daemon.docker("port", "web").stdout.splitlines() == [
+        "53/udp -> 0.0.0.0:5353", "80/tcp -> 0.0.0.0:8080", "81/tcp -> 127.0.0.1:8181"]
+    assert daemon.docker("port", "web", "80").stdout.strip() == "0.0.0.0:8080"
+    assert daemon.cli("port", "web", "53/udp").stdout.strip() == "0.0.0.0:5353"
+    missing = daemon.cli("port", "web", "99", check=False)
+    assert missing.returncode == 1 and "No public port '99/tcp' published for web" in \
+        missing.stderr
+    ps = daemon.docker("ps", "--filter", "name=web", "--format", "{{.Ports}}").stdout
+    assert "0.0.0.0:8080->80/tcp" in ps and "127.0.0.1:8181->81/tcp" in ps
+
+    # The host ports are held: no other program and no other container gets them.
+    assert not can_bind(daemon, 8080) and not can_bind(daemon, 5353, "udp")
+    p = daemon.docker("run", "-d", "--network", "pub", "-p", "8080:80", "busybox", "sleep",
+                      "60", check=False)
+    assert p.returncode == 125
+    assert "Bind for 0.0.0.0:8080 failed: port is already allocated" in p.stderr
+    p = daemon.cli("run", "-d", "--network", "pub", "-p", "5353:53/udp", "busybox", "sleep",
+                   "60", check=False)
+    assert p.returncode != 0 and "port is already allocated" in p.stderr
+    # The failed starts left nothing: the ruleset holds exactly web's elements still.
+    assert talk(lan.path, HOST_LAN_IP, 8080) == f"from {LAN_IP}"
+
+    # Removal removes exactly its rules and releases the ports.
+    daemon.docker("rm", "-f", "web", "other")
+    for cid in [x["Id"] for x in c.containers.list(all=True)]:
+        c.containers.remove(cid, force=True)
+    assert ruleset(daemon) == before
+    assert can_bind(daemon, 8080) and can_bind(daemon, 5353, "udp")
+
+
+def test_ephemeral_ranges_publish_all_and_refusals(daemon: Daemon, servers: Servers) -> None:
+    c = daemon.client()
+    daemon.docker("network", "create", "--subnet", "10.78.0.0/24", "pub")
+    daemon.docker("network", "create", "--internal", "--subnet", "10.79.0.0/24", "back")
+    lo, hi = map(int, sh("cat", "/proc/sys/net/ipv4/ip_local_port_range").stdout.split())
+    # -p 80: a free port from the kernel's ephemeral range; -P: every exposed port.
+    daemon.docker("run", "-d", "--name", "eph", "--network", "pub", "-p", "80", "--expose",
+                  "90", "--expose", "91/udp", "-P", "busybox", "sleep", "600")
+    lines = daemon.docker("port", "eph").stdout.splitlines()
+    assert [ln.split(" -> ")[0] for ln in lines] == ["80/tcp", "90/tcp", "91/udp"]
+    for ln in lines:
+        port = int(ln.rsplit(":", 1)[1])
+        assert lo <= port <= hi
+    eph = str(c.containers.inspect("eph")["Id"])
+    servers.start(sandbox(c, eph), "tcp", 90)
+    p90 = int(lines[1].rsplit(":", 1)[1])
+    assert talk(daemon.host.path, "127.0.0.1", p90) == "from 10.78.0.1"
+    # Ranges, one to one, through the Docker SDK's body shape (HostPort as a number too).
+    body = {"Image": "busybox", "Cmd": ["sleep", "600"],
+            "ExposedPorts": {"7000/tcp": {}, "7001/tcp": {}},
+            "HostConfig": {"NetworkMode": "pub",
+                           "PortBindings": {"7000/tcp": [{"HostPort": 9000}],
+                                            "7001/tcp": [{"HostPort": "9001"}]}}}
+    rng = str(c.containers.create(body, name="rng")["Id"])
+    c.containers.start(rng)
+    assert c.containers.inspect(rng)["HostConfig"]["PortBindings"] == {
+        "7000/tcp": [{"HostIp": "", "HostPort": "9000"}],
+        "7001/tcp": [{"HostIp": "", "HostPort": "9001"}]}
+    summary = next(x for x in c.containers.list() if x["Id"] == rng)["Ports"]
+    assert sorted((p["PrivatePort"], p["PublicPort"]) for p in summary) == [(7000, 9000),
+                                                                            (7001, 9001)]
+    # A host range for one container port takes its first free port.
+    daemon.docker("run", "-d", "--name", "r2", "--network", "pub", "-p", "9000-9002:7000",
+                  "busybox", "sleep", "600")
+    assert daemon.docker("port", "r2", "7000").stdout.strip() == "0.0.0.0:9002"
+
+    # Refusals, each a clear 4xx before anything is made.
+    p = daemon.docker("run", "--network", "back", "-p", "8080:80", "busybox", "true",
+                      check=False)
+    assert p.returncode == 125 and "internal network back" in p.stderr
+    err = api_error(c.containers.create, {"Image": "busybox", "HostConfig": {
+        "NetworkMode": "host", "PortBindings": {"80/tcp": [{"HostPort": "80"}]}}})
+    assert err.status == 400 and "network mode host" in err.message
+    err = api_error(c.containers.create, {"Image": "busybox", "HostConfig": {
+        "PortBindings": {"80/icmp": [{"HostPort": "80"}]}}})
+    assert err.status == 400
+    p = daemon.cli("run", "-d", "-p", "99999:80", "busybox", "sleep", "1", check=False)
+    assert p.returncode != 0 and p.stderr.strip().count("\n") == 0
+
+
+def test_reconcile_after_a_crash_keeps_ports_published_and_held(
+        daemon: Daemon, lan: TestHost, servers: Servers) -> None:
+    c = daemon.client()
+    daemon.docker("network", "create", "--subnet", "10.76.0.0/24", "pub")
+    before = ruleset(daemon)
+    daemon.docker("run", "-d", "--name", "web", "--network", "pub", "-p", "8080:80",
+                  "busybox", "sleep", "600")
+    web = str(c.containers.inspect("web")["Id"])
+    servers.start(sandbox(c, web), "tcp", 80)
+    published = ruleset(daemon)
+    daemon.kill()  # kill -9: the sockets die with it, the rules stay
+    daemon.start()
+    assert talk(lan.path, HOST_LAN_IP, 8080) == f"from {LAN_IP}"
+    assert not can_bind(daemon, 8080)
+    assert ruleset(daemon) == published
+    # A stray element (its container gone behind the daemon's back) is removed by reconcile.
+    sh("nft", "add element inet nsnet ports4 { tcp . 8999 comment \"nsnet ep 0123456789ab\""
+       " : 10.76.0.99 . 80 }", ns=daemon.host.name)
+    report = daemon.cli("system", "reconcile").stdout
+    assert "0123456789ab" in report or ruleset(daemon) == published
+    assert ruleset(daemon) == published
+    daemon.docker("rm", "-f", "web")
+    assert ruleset(daemon) == before
+    deadline = time.monotonic() + 5
+    while not can_bind(daemon, 8080) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert can_bind(daemon, 8080)
+
+
+def test_the_kernel_picks_no_port_nsnet_holds() -> None:
+    """Sanity of the reservation primitive the daemon relies on (no daemon needed): a
+    listening socket on 0.0.0.0 keeps even SO_REUSEADDR binds off the port."""
+    held = socket.socket()
+    held.bind(("0.0.0.0", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with pytest.raises(OSError):
+        s.bind(("127.0.0.1", port))
+    s.close()
+    held.close()
