@@ -253,8 +253,9 @@ def _register_output(router: Router, backend: Backend) -> None:
     async def attach(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
-        # stdin=1 on a container without a TTY: its stdin is empty (README), input unread.
-        source = InputSink(req, raw=True) if qbool(req, "stdin") and c.tty else None
+        # stdin=1: the connection's input is taken from aiohttp's request parser either way;
+        # only a TTY container has somewhere to put it (README: without a TTY stdin is empty).
+        source = InputSink(req, raw=c.tty) if qbool(req, "stdin") else None
         resp = await hijack(req, tty=c.tty)
         sink = source.start(resp) if source else sink_to(resp, raw=c.tty)
         await backend.attach(c.id, sink, so, se, qbool(req, "logs"), qbool(req, "stream"))

@@ -314,9 +314,15 @@ class Sessions:
 
     async def _follow(self, c: Container, sink: Sink, wanted: list[tuple[int, Path]],
                       pos: dict[int, int]) -> None:
+        ended_at = 0.0
         while True:
             cur = self.registry.containers.get(c.id)
             done = cur is None or cur.state.status not in ("running", "created")
+            if done and c.tty and self._console_of(c) is not None:
+                # A TTY's last output is copied to the log when its pty is drained, just
+                # after the exit is recorded: wait for that (bounded, should it never come).
+                ended_at = ended_at or time.monotonic()
+                done = time.monotonic() - ended_at > 2.0
             for s, path in wanted:
                 pos[s] = await _send_from(path, pos[s], s, sink)
             if done:
