@@ -199,8 +199,8 @@ class Runc:
         runc_log = bundle / "runc.log"
         console_args: list[str] = []
         console_sock = None
+        console_path = self._console_socket_path()
         if cid in self._tty:
-            console_path = bundle / "console.sock"
             console_sock = listen_console_socket(console_path)
             console_args = ["--console-socket", str(console_path)]
         try:
@@ -212,8 +212,15 @@ class Runc:
             if console_sock is not None:
                 console_sock.close()
                 with contextlib.suppress(FileNotFoundError):
-                    (bundle / "console.sock").unlink()
+                    console_path.unlink()
         return pid
+
+    def _console_socket_path(self) -> Path:
+        """A fresh socket path short enough for sun_path (108 bytes): a bundle's path is
+        not (it holds the 64-character id)."""
+        d = self.exec_root / "console"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d / f"{secrets.token_hex(6)}.sock"
 
     def _keep_console(self, cid: str, console: Console, out_path: Path) -> None:
         """The master of a TTY container's pty, copied to its log from now on."""
@@ -469,7 +476,7 @@ class Runc:
             if rows and cols:
                 spec["consoleSize"] = {"height": min(rows, 0xFFFF), "width": min(cols, 0xFFFF)}
         memfd = os.memfd_create("nsnet-exec-process", os.MFD_CLOEXEC)
-        sock_path = bundle / f"exec-{secrets.token_hex(6)}.sock"
+        sock_path = self._console_socket_path()
         sock = listen_console_socket(sock_path) if process.tty else None
         try:
             os.write(memfd, json.dumps(spec).encode())
