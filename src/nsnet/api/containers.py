@@ -32,7 +32,7 @@ from nsnet.api.parse import (
     qbool,
     word_list,
 )
-from nsnet.api.streams import MULTIPLEXED, InputSink, hijack, sink_to
+from nsnet.api.streams import MULTIPLEXED, RAW, InputSink, hijack, sink_to
 from nsnet.api.unsupported import CONFIG, HOST_CONFIG, refuse_unsupported
 from nsnet.engine.containers import ContainerCreate
 from nsnet.errors import Invalid
@@ -243,10 +243,13 @@ def _register_output(router: Router, backend: Backend) -> None:
             raise Invalid("Bad parameters: you must choose at least one stream")
         tail_s = req.query.get("tail", "all")
         tail = None if tail_s in ("", "all") else require_int(tail_s, "tail")
-        resp = web.StreamResponse(status=200, headers={"Content-Type": MULTIPLEXED})
+        # A TTY's log is one raw stream, as Docker sends it (the docker CLI reads it raw).
+        resp = web.StreamResponse(status=200, headers={"Content-Type":
+                                                       RAW if c.tty else MULTIPLEXED})
         std_headers(resp)
         await resp.prepare(req)
-        await backend.stream_logs(c.id, sink_to(resp), so, se, qbool(req, "follow"), tail)
+        await backend.stream_logs(c.id, sink_to(resp, raw=c.tty), so, se, qbool(req, "follow"),
+                                  tail)
         await resp.write_eof()
         return resp
 
