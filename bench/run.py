@@ -30,6 +30,7 @@ import dns.rdatatype
 import overlay_convergence
 import overlay_dataplane
 import overlay_scale
+import published_ports
 
 from nsnet.client.api import Client
 from nsnet.kernel.netns import NamespaceThread
@@ -280,6 +281,8 @@ def main() -> int:
     # BENCH_CONVERGENCE_N size them; see each module's docstring).
     for overlay_bench in (overlay_dataplane, overlay_convergence, overlay_scale):
         overlay_bench.main()
+    # Issue 12: "run -p" against "run", and a start with 1,000 ports published.
+    published_ports.main()
     return 0
 
 
