@@ -5,19 +5,23 @@ hijacked connection's input through nsnet's own HTTP server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
 
 from nsnet.api.server import ApiServer
 from nsnet.api.streams import InputSink, hijack
-from nsnet.engine.sessions import STDOUT, ExecRecord, ExecSession, tty_env
-from nsnet.errors import SystemError_
+from nsnet.engine.registry import Readers, Registry
+from nsnet.engine.sessions import STDOUT, ExecConfig, ExecRecord, ExecSession, Sessions, tty_env
+from nsnet.errors import Invalid, NotFound, SystemError_
+from nsnet.model import Container, ContainerState
 from nsnet.runtime.console import (
     CHUNK,
     Console,
@@ -28,6 +32,7 @@ from nsnet.runtime.console import (
     take_master_now,
     window_size,
 )
+from nsnet.testing.fake_store import MemoryStore
 
 
 def _read_until(fd: int, want: bytes, timeout: float = 5.0) -> bytes:
@@ -274,3 +279,61 @@ def test_hijacked_input_reaches_the_handler_raw_and_ends_at_half_close(
     assert head.startswith(b"HTTP/1.1 101")
     assert b"application/vnd.docker.raw-stream" in head
     assert body == b"EARLY-LATE|eof"
+
+
+def _sessions(runtime: object) -> tuple[Sessions, Container]:
+    registry = Registry(MemoryStore())
+    s = Sessions(registry, cast(Any, runtime), Readers())
+    c = Container(id="c" * 64, name="a", image="busybox", image_id="", created="", tty=True,
+                  state=ContainerState(status="running"))
+    registry.containers[c.id] = c
+    return s, c
+
+
+class _PtyRuntime:
+    """The Terminals ability over a real pty, without runc."""
+
+    def __init__(self, console: Console) -> None:
+        self.consoles = {"c" * 64: console}
+        self.sized: list[tuple[str, int, int]] = []
+
+    def console(self, cid: str) -> Console | None:
+        return self.consoles.get(cid)
+
+    def resize_console(self, cid: str, rows: int, cols: int) -> None:
+        self.sized.append((cid, rows, cols))
+        self.consoles[cid].resize(rows, cols)
+
+    async def exec_interactive(self, cid: str, process: Any, rows: int = 0,
+                               cols: int = 0) -> tuple[asyncio.subprocess.Process, Console | None]:
+        raise AssertionError("not started here")
+
+
+def test_a_runtime_without_terminals_refuses_tty_and_stdin_execs() -> None:
+    s, c = _sessions(object())
+    for cfg in (ExecConfig(cmd=["sh"], tty=True), ExecConfig(cmd=["cat"], stdin=True)):
+        with pytest.raises(Invalid, match="neither a TTY nor stdin"):
+            s.create_exec(c.id, cfg)
+    assert s.create_exec(c.id, ExecConfig(cmd=["true"])).tty is False
+
+
+def test_resize_reaches_the_container_and_the_exec_pty() -> None:
+    master, slave = os.openpty()
+    master2, slave2 = os.openpty()
+    try:
+        rt = _PtyRuntime(Console(master))
+        s, c = _sessions(rt)
+        s.resize_container(c, 40, 132)
+        assert window_size(slave) == (40, 132) and rt.sized == [(c.id, 40, 132)]
+        e = s.create_exec(c.id, ExecConfig(cmd=["sh"], tty=True, stdin=True, rows=5, cols=9))
+        assert (e.tty, e.stdin, e.rows, e.cols) == (True, True, 5, 9)
+        s.resize_exec(e.id, 1, 2)  # not started: no pty yet, nothing to size
+        e.console = Console(master2)
+        s.resize_exec(e.id, 50, 60)
+        assert window_size(slave2) == (50, 60)
+        with pytest.raises(NotFound):
+            s.resize_exec("nope", 1, 1)
+    finally:
+        for fd in (master, slave, master2, slave2):
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -1,0 +1,183 @@
+"""TTYs and stdin (issue 11), driven as a user drives them: the real docker CLI on a pty made
+here with Python's ``pty`` module, typing into it and reading the screen back; the window size
+read from inside with ``stty size``; a container that floods its terminal, with the daemon's
+memory read from /proc; stdin without a TTY through ``docker exec -i``."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import shutil
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run, wait_for
+
+from nsnet.testing.hosts import Daemon
+
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not Path(DOCKER).exists(), reason="needs the docker CLI"),
+]
+
+
+class Terminal:
+    """The docker CLI on a pty of a given size, as in a user's terminal window."""
+
+    def __init__(self, d: Daemon, args: list[str], rows: int = 37, cols: int = 123) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.proc = subprocess.Popen([DOCKER, *args], stdin=slave, stdout=slave, stderr=slave,
+                                     env=d.env, start_new_session=True)
+        os.close(slave)
+        self.screen = b""
+
+    def read_until(self, want: bytes, timeout: float = 20) -> bytes:
+        deadline = time.monotonic() + timeout
+        while want not in self.screen and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(self.master, 4096)
+                except OSError:  # EIO: docker exited and closed the terminal
+                    break
+                if not data:
+                    break
+                self.screen += data
+        return self.screen
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def finish(self, timeout: float = 20) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            self.read_until(b"\0never\0", timeout=0.3)
+            os.close(self.master)
+        return rc
+
+
+def test_docker_run_it_shell_is_interactive(daemon: Daemon) -> None:
+    t = Terminal(daemon, ["run", "-it", "--rm", "--name", "tty1", "busybox", "sh"])
+    t.read_until(b"# ")  # the shell's prompt: its output reached us through the pty
+    # What the shell prints (42, the size) differs from what was typed, so the terminal's
+    # echo of the typing cannot satisfy the checks.
+    t.type("echo hi$((6*7)); tty; stty size; exit 7\r")
+    screen = t.read_until(b"37 123")
+    rc = t.finish()
+    assert b"hi42" in screen, screen
+    assert b"/dev/pts/0" in screen, screen  # a real pty inside, not a pipe
+    assert b"37 123" in screen, screen  # the window size from the CLI's resize call
+    assert rc == 7, screen
+    assert wait_for(lambda: "tty1" not in daemon.docker("ps", "-a").stdout)
+
+
+def test_docker_exec_it_shell_is_interactive(daemon: Daemon) -> None:
+    c = daemon.client()
+    cid = run(c, name="ttyx")
+    t = Terminal(daemon, ["exec", "-it", "ttyx", "sh"], rows=29, cols=81)
+    t.read_until(b"# ")
+    t.type("echo hi$((6*7)); tty; stty size; echo $TERM; exit 3\r")
+    screen = t.read_until(b"xterm")
+    rc = t.finish()
+    assert b"hi42" in screen and b"/dev/pts/" in screen, screen
+    assert b"29 81" in screen, screen  # ConsoleSize at exec create
+    assert b"xterm" in screen, screen
+    assert rc == 3, screen
+    # The pty is gone with the exec: nothing of it is left in the daemon.
+    assert not _ptmx_fds(daemon), "the daemon still holds a pty master"
+    c.containers.remove(cid, force=True)
+
+
+def test_resize_reaches_a_running_tty_container(daemon: Daemon) -> None:
+    daemon.docker("run", "-dit", "--name", "sized", "busybox", "sh")
+    try:
+        p = subprocess.run([DOCKER, "exec", "sized", "stty", "-F", "/dev/pts/0", "size"],
+                           capture_output=True, text=True, env=daemon.env, timeout=30)
+        assert p.returncode == 0, p.stderr
+        daemon.client().containers.resize("sized", height=11, width=222)
+        p = subprocess.run([DOCKER, "exec", "sized", "stty", "-F", "/dev/pts/0", "size"],
+                           capture_output=True, text=True, env=daemon.env, timeout=30)
+        assert p.stdout.strip() == "11 222", p
+        assert _ptmx_fds(daemon), "the daemon holds the TTY container's master"
+    finally:
+        daemon.docker("rm", "-f", "sized")
+    assert wait_for(lambda: not _ptmx_fds(daemon)), "the master outlived its container"
+
+
+def test_exec_stdin_without_a_tty_reaches_the_command_and_ends(daemon: Daemon) -> None:
+    """docker exec -i (docker-compose exec -T sets AttachStdin too): cat sees the input and
+    its end, so it exits."""
+    cid = run(daemon.client(), name="stdin1")
+    p = daemon.docker("exec", "-i", "stdin1", "sh", "-c", "cat; echo end:$?",
+                      input="line one\nline two\n", timeout=30)
+    assert p.stdout == "line one\nline two\nend:0\n"
+    daemon.client().containers.remove(cid, force=True)
+
+
+def test_a_flooding_tty_container_does_not_grow_the_daemon(daemon: Daemon) -> None:
+    before = _rss_kib(daemon)
+    size = 120_000_000
+    daemon.docker("run", "-dt", "--name", "flood", "busybox", "sh", "-c",
+                  f"yes | head -c {size}; sleep 3600")
+    log = None
+    try:
+        cid = daemon.docker("inspect", "-f", "{{.Id}}", "flood").stdout.strip()
+        log = daemon.data_root / "containers" / cid / "stdout.log"
+        # "y\n" becomes "y\r\n" on a terminal (onlcr): the log holds 1.5 times the bytes.
+        assert wait_for(lambda: log.stat().st_size >= size * 3 // 2, timeout=120), \
+            log.stat().st_size
+        grown = _rss_kib(daemon) - before
+        print(f"daemon RSS grew {grown} KiB while a TTY container wrote {size} bytes")
+        assert grown < 64 * 1024, grown
+        # The daemon stays responsive meanwhile and after.
+        assert "flood" in daemon.docker("ps").stdout
+    finally:
+        daemon.docker("rm", "-f", "flood")
+
+
+def _daemon_pid(d: Daemon) -> int:
+    assert d.proc is not None
+    return d.proc.pid
+
+
+def _rss_kib(d: Daemon) -> int:
+    for line in Path(f"/proc/{_daemon_pid(d)}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _ptmx_fds(d: Daemon) -> list[str]:
+    """The daemon's open pty masters (/dev/ptmx, or /dev/pts/ptmx in a container's devpts)."""
+    fd_dir = Path(f"/proc/{_daemon_pid(d)}/fd")
+    out = []
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.endswith("ptmx"):
+            out.append(target)
+    return out
+
+
+def test_a_tty_containers_output_is_raw_in_run_logs_and_attach(daemon: Daemon) -> None:
+    """One raw stream, as Docker sends a TTY's output: the docker CLI prints it as it is, and
+    a multiplexing header would show up as garbage before the text."""
+    p = daemon.docker("run", "-t", "--name", "rawtty", "busybox", "sh", "-c",
+                      "echo out; echo err >&2")
+    assert p.stdout == "out\r\nerr\r\n", p  # both on the terminal, \r\n from the pty (onlcr)
+    assert daemon.docker("logs", "rawtty").stdout == "out\r\nerr\r\n"
+    api = daemon.client()
+    assert api.containers.inspect("rawtty")["Config"]["Tty"] is True
+    daemon.docker("rm", "rawtty")
