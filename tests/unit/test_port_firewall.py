@@ -325,3 +325,24 @@ def test_reconcile_binds_again_and_drops_strays() -> None:
                                                       p["host_port"], p["host_ip"])
                                           for p in c.ports]}
     svc.unpublish(c)
+
+
+def test_the_network_host_binding_address_is_the_default() -> None:
+    """``-o com.docker.network.bridge.host_binding_ipv4=127.0.0.1``: a ``-p`` without an
+    address publishes there, one with an address keeps it."""
+    svc, rules, c, net = _world()
+    net.options["com.docker.network.bridge.host_binding_ipv4"] = "127.0.0.1"
+    c.port_bindings = {"80/tcp": [{"HostIp": "", "HostPort": ""}]}
+    svc.publish(c, Undo())
+    assert [p["host_ip"] for p in c.ports] == ["127.0.0.1"]
+    assert "ports4_ip { 127.0.0.1 . tcp" in rules.plans[0]
+    svc.unpublish(c)
+
+
+def test_a_start_after_a_failed_teardown_publishes_afresh() -> None:
+    svc, rules, c, _ = _world()
+    svc.publish(c, Undo())
+    svc.publish(c, Undo())  # the previous run's ports were never unpublished
+    assert len(svc.reservations.held) == 2 and set(rules.published) == {EP_ID}
+    assert len(rules.plans) == 3 and rules.plans[1].count("delete element") == 3
+    svc.unpublish(c)

@@ -19,6 +19,7 @@ map elements no live endpoint owns.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -36,6 +37,8 @@ from nsnet.model import Attachment, Container, Network
 log = logging.getLogger("nsnet.engine")
 
 PROTOCOLS = ("tcp", "udp", "sctp")
+# The network's default host address for a binding without one (Docker's option).
+OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ def wants_ports(c: Container) -> bool:
 
 def check_request(c: Container, networks: Iterable[Network | None]) -> None:
     """Refusals before anything is made: a bad spec, a network mode with nowhere to publish,
-    and an internal network (it has no way in from the host by design)."""
+    and an internal network (it has no way in from the host by design). ``networks`` are the
+    container's in connect order: the first is its NetworkMode's (None: not made yet)."""
     if not wants_ports(c):
         return
     requests_of(c)
@@ -130,14 +134,10 @@ def check_request(c: Container, networks: Iterable[Network | None]) -> None:
     if c.network_mode.startswith("container:"):
         raise Invalid("conflicting options: port publishing and the container type network "
                       "mode")
-    for net in networks:
-        if net is not None and net.internal and net.name == _mode_network(c):
-            raise Forbidden(f"cannot publish ports on internal network {net.name}: it has no "
-                            "access from outside by design")
-
-
-def _mode_network(c: Container) -> str:
-    return "bridge" if c.network_mode in ("", "default") else c.network_mode
+    first = next(iter(networks), None)
+    if first is not None and first.internal:
+        raise Forbidden(f"cannot publish ports on internal network {first.name}: it has no "
+                        "access from outside by design")
 
 
 # -- reservation ------------------------------------------------------------------------------
@@ -289,13 +289,16 @@ class PublishedPorts:
 
     def publish(self, c: Container, undo: Undo) -> None:
         """Reserve every wanted port, then one driver call; each step undone on failure."""
-        c.ports = []
+        self.unpublish(c)  # what a previous run's failed teardown may have left
         if not wants_ports(c):
             return
         a, net, drv = self._target(c)
         assert a.endpoint is not None
+        default_ip = _host_ip(net.options.get(OPT_HOST_BINDING) or "")
         mappings: list[PortMapping] = []
         for r in requests_of(c):
+            if not r.host_ip and default_ip:
+                r = dataclasses.replace(r, host_ip=default_ip)
             port = self.reservations.reserve(r)
             undo.push(self.reservations.release, r.protocol, r.host_ip, port)
             mappings.append(PortMapping(r.protocol, r.container_port, port, r.host_ip))
