@@ -261,6 +261,10 @@ def check(d: Daemon, method: str, path: str, query: dict[str, str], body: Any) -
     if path.endswith("/wait") and DEAD in path:
         # next-exit and removed on a container that never runs again would wait for ever.
         assume(query.get("condition") not in ("next-exit", "removed"))
+    if path == "/events":
+        # A stream that ends only at ``until``: always one in the past here (its parsing is
+        # covered by tests/unit/test_event_bus.py), so the replay ends; since and filters fuzzed.
+        query = {**query, "until": "1"}
     before = state(d)
     payload = body if isinstance(body, bytes) else (
         None if body is None else json.dumps(body).encode())

@@ -105,10 +105,13 @@ def test_docker_cli_name_order_and_connect_to_a_running_container(daemon: Daemon
     assert addr_on(d, "multi", "eth2")[0].startswith("10.63.0.")
     assert default_routes(d, "multi") == ["default via 10.62.0.1 dev eth0"]
 
-    # Connected while running: the next free name, the route stays.
+    # Connected while running: the next free name; aardvark now sorts first, so the route
+    # moves to it as libnetwork's getGatewayEndpoint does, and back when it leaves.
     d.docker("network", "create", "--subnet", "10.64.0.0/24", "aardvark")
     d.docker("network", "connect", "aardvark", "multi")
     assert addr_on(d, "multi", "eth3")[0].startswith("10.64.0.")
+    assert default_routes(d, "multi") == ["default via 10.64.0.1 dev eth3"]
+    d.docker("network", "disconnect", "aardvark", "multi")
     assert default_routes(d, "multi") == ["default via 10.62.0.1 dev eth0"]
     d.docker("rm", "-f", "multi")
     for n in ("zeta", "alpha", "aaa", "aardvark"):
