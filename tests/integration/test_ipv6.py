@@ -245,3 +245,24 @@ def test_ipv6_only_through_the_docker_cli(daemon: Daemon) -> None:
         ipaddress.ip_network(cfg[0]["Subnet"]).subnet_of(ula_base(engine_id))
     p = daemon.cli("network", "create", "--ipv4=false", "v6none", check=False)
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_ipv6_beside_an_ip6tables_forward_drop_and_after_reconcile(daemon: Daemon,
+                                                                   lan: TestHost) -> None:
+    """Docker's host: ``ip6 filter FORWARD`` drops; nsnet's accepts there let its v6 network
+    out. A deleted ``inet nsnet`` table comes back, nat6 element included, at reconcile."""
+    sh("ip6tables", "-P", "FORWARD", "DROP", ns=daemon.host.name)
+    c = daemon.client()
+    nid = c.networks.create({"Name": "fw6", "EnableIPv6": True,
+                             "IPAM": {"Config": [{"Subnet": "fd00:67::/64"}]}})["Id"]
+    x = run(c, network="fw6")
+    assert ping6(c, x, CLIENT) == 0
+    rules = sh("ip6tables", "-S", "FORWARD", ns=daemon.host.name).stdout
+    assert f'--comment "nsnet:{nid[:12]}"' in rules
+    sh("nft", "delete", "table", "inet", "nsnet", ns=daemon.host.name)
+    assert ping6(c, x, CLIENT) != 0
+    c.reconcile()
+    nat6 = json.dumps(daemon.host.nft_json("list", "map", "inet", "nsnet", "nat6"))
+    assert "fd00:67::" in nat6
+    assert ping6(c, x, CLIENT) == 0
+    assert seen(lan)["host"] == 2  # masqueraded again: the host's address, twice
