@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import exec_, run, wait_for
 
 from nsnet.client.api import Client
-from nsnet.testing.hosts import Daemon, sh
+from nsnet.testing.hosts import Daemon, daemon_host, sh
 
 pytestmark = [pytest.mark.root]
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    """Hosts of our own prefix: a leak report naming another prefix is another test's."""
+    with daemon_host(prefix="nspz") as d:
+        yield d
 
 
 def frozen(c: Client, ref: str) -> bool:
