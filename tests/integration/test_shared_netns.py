@@ -88,7 +88,9 @@ def test_docker_run_network_container(clean: Daemon) -> None:
     assert wait_for(lambda: d.docker("exec", "side", "wget", "-qO-", "http://127.0.0.1/",
                                      check=False).stdout == "hello-from-web\n", timeout=5)
     d.docker("run", "-d", "--name", "peer", "--network", "front", "busybox", "sleep", "3600")
-    assert "Address" in dx(d, "side", "nslookup", "peer")
+    peer_ip = d.docker("inspect", "-f", "{{.NetworkSettings.Networks.front.IPAddress}}",
+                       "peer").stdout.strip()
+    assert f"Address: {peer_ip}" in dx(d, "side", "nslookup", "peer", "127.0.0.11")
     # Docker's inspect.
     j = inspect(d, "side")
     hc = j["HostConfig"]
