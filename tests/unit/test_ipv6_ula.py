@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import stat
@@ -11,10 +12,13 @@ from pathlib import Path
 import pytest
 from test_engine_usecases import World
 
-from nsnet.engine.networks import NetworkCreate
+from nsnet.engine.config import EngineConfig
+from nsnet.engine.networks import DEFAULT_BRIDGE_CIDR_V6, DEFAULT_BRIDGE_IPV6, NetworkCreate
 from nsnet.errors import Invalid
 from nsnet.ipam.ula import first_free_64, load_or_create_engine_id, ula_base
 from nsnet.model import IPAMPool
+from nsnet.testing.fake_kernel import HOST
+from nsnet.testing.fake_store import MemoryStore
 
 
 def test_ula_base_matches_moby_vectors() -> None:
@@ -116,5 +120,58 @@ def test_the_engine_id_survives_a_restart(tmp_path: Path) -> None:
     try:
         w.run(w.engine.create_network(NetworkCreate(name="b", enable_ipv6=True)))
         assert _v6_subnet(w, "b").supernet(new_prefix=48) == first.supernet(new_prefix=48)
+    finally:
+        w.close()
+
+
+def _world_with(tmp: Path, monkeypatch: pytest.MonkeyPatch, **extra: object) -> World:
+    """A World whose daemon was given dockerd's default-bridge flags (EngineConfig.extra)."""
+    import test_engine_usecases
+
+    monkeypatch.setattr(test_engine_usecases, "EngineConfig",
+                        functools.partial(EngineConfig, extra=dict(extra)))
+    return World(tmp)
+
+
+def test_default_bridge_with_ipv6_and_fixed_cidr(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _world_with(tmp_path, monkeypatch, **{DEFAULT_BRIDGE_IPV6: True,
+                                              DEFAULT_BRIDGE_CIDR_V6: "fd00:17::/64"})
+    try:
+        net = w.engine.registry.find_network("bridge")
+        assert net.enable_ipv6
+        assert [(p.subnet, p.gateway) for p in net.pools] == \
+            [("172.17.0.0/16", "172.17.0.1"), ("fd00:17::/64", "fd00:17::1")]
+        cid = w.running("x", "bridge")
+        ep = w.engine.registry.containers[cid].attachments[0].endpoint
+        assert ep is not None and (ep.ipv4, ep.ipv6) == ("172.17.0.2", "fd00:17::2")
+        # The gateway on the bridge, and the v6 subnet in what the firewall is given.
+        assert (HOST, "nsnet0", "fd00:17::1/64") in w.kernel.objects().addresses
+        assert "fd00:17::/64" in w.kernel.firewall.networks[net.short_id].subnets
+    finally:
+        w.close()
+
+
+def test_default_bridge_gains_ipv6_on_a_later_start(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge network was made by a daemon without --ipv6; the next start with --ipv6
+    (no --fixed-cidr-v6) gives it a /64 of the engine's ULA, kept in the store."""
+    store = MemoryStore()
+    import test_engine_usecases
+
+    monkeypatch.setattr(test_engine_usecases, "MemoryStore", lambda: store)
+    w = World(tmp_path)
+    try:
+        assert not w.engine.registry.find_network("bridge").enable_ipv6
+    finally:
+        w.close()
+    w = _world_with(tmp_path, monkeypatch, **{DEFAULT_BRIDGE_IPV6: True})
+    try:
+        net = w.engine.registry.find_network("bridge")
+        base = ula_base((tmp_path / "data" / "engine-id").read_text().strip())
+        assert net.enable_ipv6 and net.pools[1].subnet == str(next(base.subnets(new_prefix=64)))
+        # Reconcile, right after, put the gateway on the bridge.
+        assert (HOST, "nsnet0", f"{base.network_address + 1}/64") in w.kernel.objects().addresses
+        assert any(net.pools[1].subnet in str(d) for d in store.list("network"))
     finally:
         w.close()

@@ -32,6 +32,9 @@ from nsnet.model import (
 log = logging.getLogger("nsnet.engine")
 
 LOCAL_DRIVERS = ("bridge", "host", "null", "macvlan", "ipvlan")
+# EngineConfig.extra keys the daemon sets from dockerd's flags of the same meaning.
+DEFAULT_BRIDGE_IPV6 = "ipv6"  # --ipv6: the default bridge has IPv6
+DEFAULT_BRIDGE_CIDR_V6 = "fixed_cidr_v6"  # --fixed-cidr-v6: its IPv6 subnet
 
 
 @dataclass
@@ -235,12 +238,43 @@ class NetworkService:
                      "com.docker.network.bridge.enable_icc": "false",
                      "com.docker.network.bridge.enable_ip_masquerade": "true"}))
 
+    def _default_bridge_v6(self) -> list[IPAMPool] | None:
+        """dockerd's ``--ipv6 [--fixed-cidr-v6 CIDR]`` for the default bridge, as the daemon
+        passes them in ``EngineConfig.extra``: None when IPv6 is off, else the given subnet
+        (none: a /64 of the default ULA pool, as Docker 27+)."""
+        if not self.config.extra.get(DEFAULT_BRIDGE_IPV6):
+            return None
+        cidr = str(self.config.extra.get(DEFAULT_BRIDGE_CIDR_V6) or "")
+        return [IPAMPool(subnet=cidr)] if cidr else []
+
+    def _default_bridge_gains_ipv6(self, net: Network, pools: list[IPAMPool]) -> None:
+        """``--ipv6`` given to a daemon whose default bridge was made without it: the network
+        gains its IPv6 pool in the store; reconcile, which runs next, puts the gateway on the
+        bridge and the subnet in the firewall. Containers get IPv6 from their next start.
+        Turning it off again is not done (Docker re-creates the network; nsnet keeps it)."""
+        pools = validate_pools(pools)
+        self._check_overlaps(pools, "bridge")
+        if not pools:
+            pools = [IPAMPool(subnet=str(self._pick_ula()))]
+        for p in pools:
+            if not p.gateway:
+                p.gateway = default_gateway(ipaddress.ip_network(p.subnet))
+        net.enable_ipv6 = True
+        net.pools = [*net.pools, *pools]
+        self.registry.save_network(net)
+        log.info("default bridge: IPv6 on, subnet %s", pools[0].subnet)
+
     def ensure_predefined(self) -> None:
         """bridge, host and none exist from the first start (Docker's predefined networks)."""
         names = {n.name for n in self.registry.networks.values()}
+        v6 = self._default_bridge_v6()
+        if "bridge" in names and v6 is not None:
+            bridge = self.registry.find_network("bridge")
+            if not any(ipaddress.ip_network(p.subnet).version == 6 for p in bridge.pools):
+                self._default_bridge_gains_ipv6(bridge, v6)
         if "bridge" not in names:
             self.create_network(NetworkCreate(
-                name="bridge", driver="bridge",
+                name="bridge", driver="bridge", enable_ipv6=v6 is not None, pools=v6 or [],
                 options={
                     "com.docker.network.bridge.default_bridge": "true",
                     "com.docker.network.bridge.enable_icc": "true",
