@@ -313,6 +313,20 @@ async def test_own_records_are_published_withdrawn_and_made_true_at_each_listing
     assert await kv.get(second.key) is None  # the withdrawal landed once it could
     assert await kv.get(keys.endpoint(NET_ID, _local_ep(3).id)) is None  # never half-kept
     assert await kv.get(mine.key) is not None
+    # A republish (rename) that fails while the store is down keeps the record it would
+    # have replaced: the next listing must not delete a live endpoint's record.
+    gate.event.clear()
+    kv.down()
+    renamed = endpoint_record(ME, VTEPS[ME], "c" * 64, "web1b", _local_ep(1))
+    try:
+        await h.svc.publish_endpoint(renamed)
+    except Unavailable:
+        pass
+    kv.up()
+    gate.event.set()
+    await settle()
+    held = await kv.get(mine.key)
+    assert held is not None and EndpointRecord.decode(held) == mine
     await h.svc.stop()
 
 

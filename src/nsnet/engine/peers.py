@@ -136,6 +136,7 @@ class PeerService:
         be reached, so the join fails with 503 and its undo runs."""
         if rec.node_id != self.node_id:
             raise ValueError("publish_endpoint: not this node's endpoint")
+        previous = self._own.get(rec.key) if self._own is not None else None
         if self._own is not None:
             self._own[rec.key] = rec
         self._pending_deletes.discard(rec.key)
@@ -144,7 +145,12 @@ class PeerService:
                 await self.kv.put(rec.key, rec.encode())
         except BaseException:
             if self._own is not None:
-                self._own.pop(rec.key, None)
+                # A republish (rename) that failed keeps the record it replaced: the next
+                # full listing must not delete a live endpoint's record meanwhile.
+                if previous is not None:
+                    self._own[rec.key] = previous
+                else:
+                    self._own.pop(rec.key, None)
             raise
 
     async def withdraw_endpoint(self, network_id: str, endpoint_id: str) -> None:
