@@ -303,3 +303,31 @@ def test_the_kernel_picks_no_port_nsnet_holds() -> None:
         s.bind(("127.0.0.1", port))
     s.close()
     held.close()
+
+
+def test_docker_sdk_ports_and_nsnet_ps(daemon: Daemon, lan: TestHost, servers: Servers) -> None:
+    """The Docker SDK's ``ports=`` (a number, a tuple with an address, a list of bindings)
+    unchanged, read back through its own ``container.ports``; nsnet ps shows the column."""
+    docker = pytest.importorskip("docker")
+    sdk = docker.DockerClient(base_url=f"unix://{daemon.socket}")
+    try:
+        sdk.networks.create("pub", ipam=docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet="10.74.0.0/24")]))
+        ctr = sdk.containers.run("busybox", ["sleep", "600"], detach=True, name="web",
+                                 network="pub", ports={"80/tcp": 8080,
+                                                       "81/tcp": ("127.0.0.1", 8181),
+                                                       "53/udp": [5353, 5354]})
+        ctr.reload()
+        assert ctr.ports == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                             "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8181"}],
+                             "53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"},
+                                        {"HostIp": "0.0.0.0", "HostPort": "5354"}]}
+        servers.start(str(ctr.attrs["NetworkSettings"]["SandboxKey"]), "udp", 53)
+        assert talk(lan.path, HOST_LAN_IP, 5354, "udp") == f"from {LAN_IP}"
+        ps = daemon.cli("ps").stdout
+        assert "0.0.0.0:8080->80/tcp" in ps and "0.0.0.0:5353->53/udp" in ps
+        ctr.remove(force=True)
+        assert can_bind(daemon, 8080) and can_bind(daemon, 5354, "udp")
+    finally:
+        sdk.close()
+
