@@ -331,3 +331,54 @@ def test_docker_sdk_ports_and_nsnet_ps(daemon: Daemon, lan: TestHost, servers: S
     finally:
         sdk.close()
 
+
+COMPOSE_FILE = """\
+version: "3.8"
+services:
+  web:
+    image: busybox
+    command: ["httpd", "-f", "-p", "80", "-h", "/etc"]
+    ports: ["8080:80", "127.0.0.1:8181:80"]
+networks:
+  default:
+    ipam:
+      config: [{subnet: 10.73.0.0/24}]
+"""
+FETCH = """
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())
+except OSError as e:
+    print("failed", e)
+"""
+
+
+def test_docker_compose_ports(daemon: Daemon, lan: TestHost, tmp_path: Path) -> None:
+    """docker-compose 1.29's ``ports:`` unchanged: up publishes, down releases."""
+    import shutil
+
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("needs docker-compose (make install)")
+    proj = tmp_path / "pp"
+    proj.mkdir()
+    (proj / "docker-compose.yml").write_text(COMPOSE_FILE)
+
+    def compose(*args: str) -> None:
+        p = subprocess.run([exe, "--no-ansi", "-p", "pp", *args], capture_output=True,
+                           text=True, env=daemon.env, timeout=120, cwd=proj)
+        assert p.returncode == 0, f"docker-compose {args}: {p.stderr}"
+
+    compose("up", "-d")
+    hostname = daemon.docker("inspect", "-f", "{{.Config.Hostname}}", "pp_web_1").stdout
+    url = f"http://{HOST_LAN_IP}:8080/hostname"
+    got = sh("nsenter", f"--net={lan.path}", sys.executable, "-c", FETCH, url).stdout.strip()
+    assert got == hostname.strip()
+    local = sh("nsenter", f"--net={daemon.host.path}", sys.executable, "-c", FETCH,
+               "http://127.0.0.1:8181/hostname").stdout.strip()
+    assert local == hostname.strip()
+    assert daemon.docker("port", "pp_web_1").stdout.splitlines() == [
+        "80/tcp -> 0.0.0.0:8080", "80/tcp -> 127.0.0.1:8181"]
+    compose("down")
+    assert can_bind(daemon, 8080)
+
