@@ -164,6 +164,16 @@ def test_connect_and_disconnect_of_a_running_dependent_are_refused(sw: SharedWor
         sw.engine.disconnect("bridge", dep, False)
 
 
+def test_connect_of_a_stopped_dependent_is_refused_too(sw: SharedWorld) -> None:
+    net = sw.network("front", "10.77.0.0/24")
+    sw.running("web", "bridge")
+    dep = sw.dependent("web", start=False)
+    before = sw.snapshot()
+    with pytest.raises(Forbidden, match="cannot be connected to any other network"):
+        sw.run(sw.engine.connect(net, dep, EndpointRequest()))
+    assert sw.snapshot() == before
+
+
 def test_owner_stopping_under_a_running_dependent_leaves_the_kernel_explicitly(
         sw: SharedWorld) -> None:
     """The namespace outlives the owner (the dependent's process holds it): its links are

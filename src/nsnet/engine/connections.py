@@ -179,7 +179,7 @@ def _refuse_connect(net: Network, c: Container) -> None:
     if net.name == "host" and c.network_mode != "host":
         raise Forbidden("cannot connect container to host network - container must be "
                         "created in host network mode")
-    if c.network_mode == "host":
+    if c.network_mode == "host" or c.network_mode.startswith("container:"):
         raise Forbidden("container sharing network namespace with another container or host "
                         "cannot be connected to any other network")
     if c.network_mode == "none" or net.name == "none":
