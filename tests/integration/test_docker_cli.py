@@ -444,8 +444,8 @@ def test_run_flags_attached_output_and_exit_codes(daemon: Daemon) -> None:
     assert out(daemon, "inspect", "-f", "{{.State.Status}}", "broken") == "created"
     p = dk(daemon, "run", "--name", "broken", "busybox", "true", code=125)
     assert 'Conflict. The container name "/broken" is already in use' in p.stderr
-    p = dk(daemon, "run", "-p", "8080:80", "busybox", "true", code=125)
-    assert "publishing ports (-p) is not supported" in p.stderr
+    p = dk(daemon, "run", "--network", "host", "-p", "8080:80", "busybox", "true", code=125)
+    assert "published ports cannot be used with network mode host" in p.stderr
 
     # The flags a run takes, seen from inside the container.
     out(daemon, "network", "create", "--subnet", "10.45.0.0/24", "appnet")
