@@ -183,6 +183,11 @@ def test_host_binding_and_unknown_options(daemon: Daemon) -> None:
     assert net["Options"][B + "host_binding_ipv4"] == "127.0.0.1"
     link = host_link(daemon, "br-opts")
     assert link is not None and link["mtu"] == 1400
+    # A -p without a host address publishes on the network's host_binding_ipv4.
+    daemon.docker("run", "-d", "--name", "hb", "--network", "local", "-p", "18080:80",
+                  "busybox", "sleep", "3600")
+    assert daemon.docker("port", "hb").stdout.split() == ["80/tcp", "->", "127.0.0.1:18080"]
+    daemon.docker("rm", "-f", "hb")
     for opts, words in (({"foo": "bar"}, "unknown bridge network option 'foo'"),
                         ({B + "host_binding_ipv4": "nowhere"}, "not an IP address"),
                         ({B + "gateway_mode_ipv4": "isolated"}, "nat, routed"),
