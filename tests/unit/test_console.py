@@ -25,6 +25,7 @@ from nsnet.model import Container, ContainerState
 from nsnet.runtime.console import (
     CHUNK,
     Console,
+    InteractiveExec,
     copy_to_file,
     drain_to_file,
     listen_console_socket,
@@ -305,7 +306,7 @@ class _PtyRuntime:
         self.consoles[cid].resize(rows, cols)
 
     async def exec_interactive(self, cid: str, process: Any, rows: int = 0,
-                               cols: int = 0) -> tuple[asyncio.subprocess.Process, Console | None]:
+                               cols: int = 0) -> InteractiveExec:
         raise AssertionError("not started here")
 
 

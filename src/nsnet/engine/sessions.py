@@ -26,7 +26,7 @@ from nsnet.engine.ports import Runtime
 from nsnet.engine.registry import Readers, Registry
 from nsnet.errors import Conflict, Invalid, NotFound
 from nsnet.model import Container, new_id
-from nsnet.runtime.console import Console
+from nsnet.runtime.console import Console, InteractiveExec
 from nsnet.runtime.runc import ProcessSpec
 
 STDOUT, STDERR = 1, 2
@@ -54,7 +54,7 @@ class Terminals(Protocol):
 
     async def exec_interactive(
         self, cid: str, process: ProcessSpec, rows: int = 0, cols: int = 0
-    ) -> tuple[asyncio.subprocess.Process, Console | None]: ...
+    ) -> InteractiveExec: ...
 
 
 @dataclass
@@ -92,8 +92,10 @@ class ExecRecord:
     stdin: bool = False
     rows: int = 0
     cols: int = 0
-    # The pty master while a TTY exec runs (resize writes its window size).
+    # The pty master while a TTY exec runs (resize writes its window size), and the task
+    # giving its exit code (runc has returned: the command is reaped by pid).
     console: Console | None = field(default=None, repr=False, compare=False)
+    exit_task: asyncio.Task[int] | None = field(default=None, repr=False, compare=False)
 
 
 def tty_env(env: list[str], tty: bool) -> list[str]:
@@ -175,7 +177,10 @@ class ExecSession:
         try:
             await asyncio.gather(copy(proc.stdout, STDOUT), copy(proc.stderr, STDERR),
                                  copy_console(e.console))
-            e.exit_code = exec_exit_code(await proc.wait(), bytes(err_tail))
+            if e.exit_task is not None:
+                e.exit_code = await asyncio.shield(e.exit_task)
+            else:
+                e.exit_code = exec_exit_code(await proc.wait(), bytes(err_tail))
         finally:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -231,8 +236,10 @@ class Sessions:
         spec = ProcessSpec(args=e.cmd, env=env, cwd=e.workdir or c.working_dir or "/",
                            user=e.user or c.user, tty=e.tty and interactive)
         if interactive and isinstance(self.runc, Terminals):
-            proc, e.console = await self.runc.exec_interactive(c.id, spec, e.rows, e.cols)
-            return proc
+            started = await self.runc.exec_interactive(c.id, spec, e.rows, e.cols)
+            e.console, e.exit_task = started.console, started.exit
+            e.pid = started.pid
+            return started.proc
         if detach and e.tty:
             raise Invalid("a detached exec with a TTY is not supported by nsnet yet")
         return await self.runc.exec(c.id, spec, detach)
@@ -260,7 +267,7 @@ class Sessions:
             e.running = False
             e.exit_code = 126
             raise
-        e.pid = proc.pid or 0
+        e.pid = e.pid or proc.pid or 0
         if not detach:
             return ExecSession(e, proc)
         detached = self.runc.take_detached(proc)

@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import termios
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -31,6 +32,18 @@ from nsnet.errors import SystemError_
 CHUNK: Final = 1 << 16
 # A window size the kernel and every terminal program accept (rows, columns).
 MAX_WINDOW: Final = 0xFFFF
+
+
+@dataclass
+class InteractiveExec:
+    """An attached exec with input: ``proc`` is runc (its stdin the command's, without a
+    TTY); on a TTY, runc has already returned and ``console`` and ``exit`` (the command's
+    exit code, reaped by pid) are what is left of it."""
+
+    proc: asyncio.subprocess.Process
+    pid: int
+    console: Console | None = None
+    exit: asyncio.Task[int] | None = None
 
 
 def listen_console_socket(path: Path) -> socket.socket:

@@ -28,7 +28,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,10 +36,10 @@ from nsnet.runtime._fs import write_atomic
 from nsnet.runtime.bundles import PRIVATE_FILE_MODE, Bundles, check_id
 from nsnet.runtime.console import (
     Console,
+    InteractiveExec,
     copy_to_file,
     drain_to_file,
     listen_console_socket,
-    receive_master,
     set_window_size,
     take_master_now,
 )
@@ -459,12 +458,12 @@ class Runc:
 
     async def exec_interactive(
         self, cid: str, process: ProcessSpec, rows: int = 0, cols: int = 0
-    ) -> tuple[asyncio.subprocess.Process, Console | None]:
-        """An attached ``runc exec`` that takes input. With ``process.tty`` the command runs
-        on a new pty of ``rows`` x ``cols`` (0: the kernel's default) whose master is
-        returned; runc's stderr stays a pipe for its own errors. Without, the command's
-        stdin is ``proc.stdin`` (a pipe) and the console None. The exit code is the
-        command's either way."""
+    ) -> InteractiveExec:
+        """An attached exec that takes input. Without ``process.tty`` the command's stdin is
+        a pipe (``proc.stdin``) and its exit code runc's. With it, runc refuses a console
+        socket unless it detaches (it would proxy its own stdio instead), so the command is
+        started as a detached exec on a new pty of ``rows`` x ``cols`` (0: the kernel's
+        default) whose master runc sends us, and reaped by pid like any detached exec."""
         if not process.args:
             raise Invalid("No exec command specified")
         check_cwd(process.cwd)
@@ -476,28 +475,51 @@ class Runc:
             if rows and cols:
                 spec["consoleSize"] = {"height": min(rows, 0xFFFF), "width": min(cols, 0xFFFF)}
         memfd = os.memfd_create("nsnet-exec-process", os.MFD_CLOEXEC)
-        sock_path = self._console_socket_path()
-        sock = listen_console_socket(sock_path) if process.tty else None
         try:
             os.write(memfd, json.dumps(spec).encode())
-            console_args = ["--console-socket", str(sock_path)] if process.tty else []
-            proc = await asyncio.create_subprocess_exec(
-                *self._base_args(), "--log", "/dev/null", "exec", *console_args,
-                "--process", f"/proc/self/fd/{memfd}", cid,
-                stdin=asyncio.subprocess.DEVNULL if process.tty else asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL if process.tty else asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(memfd,),
-            )
-            if sock is None:
-                return proc, None
-            return proc, await _console_or_exit(proc, sock)
+            process_arg = f"/proc/self/fd/{memfd}"
+            if not process.tty:
+                proc = await asyncio.create_subprocess_exec(
+                    *self._base_args(), "--log", "/dev/null", "exec", "--process", process_arg,
+                    cid, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE, pass_fds=(memfd,))
+                return InteractiveExec(proc, proc.pid or 0)
+            return await self._exec_on_console(cid, bundle, process_arg, memfd)
         finally:
             os.close(memfd)
-            if sock is not None:
-                sock.close()
+
+    async def _exec_on_console(self, cid: str, bundle: Path, process_arg: str,
+                               memfd: int) -> InteractiveExec:
+        token = secrets.token_hex(6)
+        pid_file = bundle / f"exec-{token}.pid"
+        runc_log = bundle / f"exec-{token}.log"
+        sock_path = self._console_socket_path()
+        sock = listen_console_socket(sock_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._base_args(), "--log", str(runc_log), "--log-format", "json", "exec",
+                "--detach", "--pid-file", str(pid_file), "--console-socket", str(sock_path),
+                "--process", process_arg, cid, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                pass_fds=(memfd,))
+            rc = await proc.wait()
+            if rc != 0:
+                logged = b""
+                with contextlib.suppress(OSError):
+                    logged = runc_log.read_bytes()
+                raise SystemError_(runc_error_text(logged) or f"runc exec exited with {rc}")
+            console = Console(take_master_now(sock))
+            try:
+                pid = int(pid_file.read_text().strip())
+            except BaseException:
+                console.close()
+                raise
+        finally:
+            sock.close()
+            for p in (sock_path, pid_file, runc_log):
                 with contextlib.suppress(FileNotFoundError):
-                    sock_path.unlink()
+                    p.unlink()
+        return InteractiveExec(proc, pid, console, self._reaper.reap_later(proc, pid))
 
     def resize_console(self, cid: str, rows: int, cols: int) -> None:
         """Size a TTY container's terminal; a container without one has nothing to size."""
@@ -523,22 +545,6 @@ class Runc:
             if e.is_dir(follow_symlinks=False)
             and os.path.exists(os.path.join(e.path, "state.json"))
         )
-
-
-async def _console_or_exit(proc: asyncio.subprocess.Process, sock: socket.socket) -> Console | None:
-    """The master runc sends, or None when runc ended first (its error is on its stderr)."""
-    master = asyncio.ensure_future(receive_master(sock))
-    exited = asyncio.ensure_future(proc.wait())
-    try:
-        await asyncio.wait((master, exited), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        exited.cancel()
-    if not master.done():
-        master.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await master
-        return None
-    return Console(master.result())
 
 
 async def _run_ps(args: list[str]) -> tuple[int, bytes, bytes]:
