@@ -390,8 +390,6 @@ def test_up_after_change_and_force_recreate(daemon: Daemon, tmp_path: Path) -> N
     assert_down_leaves_nothing(daemon)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: nsnet refuses AttachStdin on exec and "
-                   "OpenStdin on create, which compose sets even with -T")
 def test_compose_exec_and_run_without_tty(daemon: Daemon, tmp_path: Path) -> None:
     app = project(tmp_path, "ex", WEB_AND_CLIENT)
     try:
