@@ -241,7 +241,8 @@ def test_system_and_network_responses_match_the_document(api: Api) -> None:
             {"Subnet": "10.60.0.0/16", "IPRange": "10.60.5.0/24", "Gateway": "10.60.5.254",
              "AuxiliaryAddresses": {"a": "10.60.1.5"}}]},
         "Internal": True, "Attachable": True, "Ingress": False, "ConfigOnly": False,
-        "ConfigFrom": None, "CheckDuplicate": True, "Options": {"k": "v"},
+        "ConfigFrom": None, "CheckDuplicate": True,
+        "Options": {"com.docker.network.bridge.enable_icc": "true"},
         "Labels": {"env": "test", "flag": ""}, "SomethingNew": {"x": 1}}, status=201).json()
     plain = api("POST", "/networks/create", {"Name": "plain-1", "IPAM": None, "Options": None,
                                              "Labels": None}, status=201).json()
@@ -381,8 +382,8 @@ def test_container_exec_and_image_responses_match_the_document(api: Api) -> None
     api.error("POST", "/containers/create", {"Image": "nosuch"}, status=404,
               text="No such image: nosuch:latest")
     api.error("POST", "/containers/create", {"Image": "busybox", "HostConfig": {
-        "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}}},
-        text="publishing ports (-p) is not supported")
+        "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "80800"}]}}},
+        text="80800")
     api.error("POST", "/containers/create", body, status=409, query={"name": "web"},
               text='The container name "/web" is already in use')
     api.error("POST", "/containers/create", {"Cmd": ["true"]})
