@@ -68,3 +68,10 @@ def test_host_access_on_a_routed_subnet_leaves_no_shim(kernel: FakeKernel) -> No
         MacvlanDriver(kernel, list).create_network(
             _net(**{OPT_PARENT: "eth0", OPT_HOST_ACCESS: "true"}))
     assert kernel.objects() == before
+
+
+def test_a_bad_interface_prefix_is_refused_at_create(kernel: FakeKernel) -> None:
+    drv = MacvlanDriver(kernel, lambda: [])
+    with pytest.raises(Invalid, match="container_iface_prefix"):
+        drv.validate(_net(**{"com.docker.network.container_iface_prefix": "9/x"}))
+    drv.validate(_net(**{"com.docker.network.container_iface_prefix": "lan"}))

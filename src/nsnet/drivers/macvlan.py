@@ -18,6 +18,7 @@ import ipaddress
 from collections.abc import Callable
 
 from nsnet.drivers.base import TAG, Sandbox, endpoint_addresses
+from nsnet.drivers.iface_prefix import validate_iface_prefix
 from nsnet.errors import Conflict, Invalid, NotFound, Unavailable
 from nsnet.kernel.api import Kernel
 from nsnet.model import Endpoint, Network
@@ -68,6 +69,7 @@ class MacvlanDriver:
         for k in net.options:
             if k not in known and not k.startswith("com.docker.network."):
                 raise Invalid(f"unknown {self.kind} option {k!r}")
+        validate_iface_prefix(net)
         modes = MACVLAN_MODES if self.kind == "macvlan" else IPVLAN_MODES
         if self._mode(net) not in modes:
             raise Invalid(f"invalid {self.kind} mode {self._mode(net)!r}: one of "
