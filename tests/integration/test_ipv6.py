@@ -200,6 +200,9 @@ def test_ipv6_only_network(daemon: Daemon, lan: TestHost) -> None:
     assert [r["gateway"] for r in default_routes(c, x, "-6")] == ["fd00:62::1"]
     assert dig(c, x, "y", "AAAA") == ["fd00:62::3"]
     assert dig(c, x, "y", "A") == []
+    # A known name with no IPv4: NOERROR and no data (never forwarded upstream), as moby.
+    full = in_sandbox(c, x, "dig", "+time=2", "+tries=1", "@127.0.0.11", "y", "A").stdout
+    assert "status: NOERROR" in full and "ANSWER: 0" in full
     assert dig(c, x, "-x", "fd00:62::3") == ["y.six."]
     code, out, _ = exec_(c, x, ["cat", "/etc/resolv.conf"])
     assert code == 0 and "nameserver 127.0.0.11" in out
