@@ -519,7 +519,9 @@ class Runc:
             for p in (sock_path, pid_file, runc_log):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-        return InteractiveExec(proc, pid, console, self._reaper.reap_later(proc, pid))
+        exit_task = self._reaper.reap_later(proc, pid)
+        self._reaper.take(proc)  # the task is the session's: no entry left behind per exec
+        return InteractiveExec(proc, pid, console, exit_task)
 
     def resize_console(self, cid: str, rows: int, cols: int) -> None:
         """Size a TTY container's terminal; a container without one has nothing to size."""
