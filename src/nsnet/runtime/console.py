@@ -78,8 +78,9 @@ def _recv_fd(conn: socket.socket) -> int | None:
 
 
 def take_master_now(sock: socket.socket) -> int:
-    """The master runc already sent: for ``runc run --detach``, which sends it before it
-    exits, so once it has exited the message waits in the socket and nothing blocks."""
+    """The master runc already sent: runc sends it before a detached ``run`` or ``exec``
+    returns (runc takes a console socket only when it detaches), so once it has exited the
+    message waits in the socket and nothing blocks."""
     try:
         conn, _ = sock.accept()
     except BlockingIOError:
@@ -90,23 +91,6 @@ def take_master_now(sock: socket.socket) -> int:
             fd = _recv_fd(conn)
         except BlockingIOError:
             fd = None
-    if fd is None:
-        raise SystemError_("runc sent no console descriptor")
-    return fd
-
-
-async def receive_master(sock: socket.socket) -> int:
-    """Wait for runc to connect and send the master (``runc exec``, which stays running)."""
-    loop = asyncio.get_running_loop()
-    conn, _ = await loop.sock_accept(sock)
-    with conn:
-        conn.setblocking(False)
-        while True:
-            try:
-                fd = _recv_fd(conn)
-                break
-            except BlockingIOError:
-                await _ready(loop, conn.fileno(), write=False)
     if fd is None:
         raise SystemError_("runc sent no console descriptor")
     return fd
@@ -123,27 +107,6 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
     Docker's API takes 32-bit sizes, the kernel 16-bit ones: clamped, not wrapped."""
     rows, cols = min(rows, MAX_WINDOW), min(cols, MAX_WINDOW)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, write: bool) -> None:
-    """Wait until ``fd`` is readable (or writable) with a one-shot loop reader (writer)."""
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    if write:
-        loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
-    try:
-        await fut
-    finally:
-        if write:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
 
 
 class Console:
