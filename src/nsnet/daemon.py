@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import grp
+import ipaddress
 import logging
 import os
 import resource
@@ -22,9 +23,11 @@ from nsnet.cluster.config import ClusterConfig
 from nsnet.engine import crashpoints
 from nsnet.engine.cluster import Cluster, load_node_id, node_ttl
 from nsnet.engine.config import EngineConfig
+from nsnet.engine.networks import DEFAULT_BRIDGE_CIDR_V6, DEFAULT_BRIDGE_IPV6
 from nsnet.engine.wiring import build_engine
 from nsnet.errors import Invalid, NsnetError
 from nsnet.file_modes import restrict_children, restrict_files, secure_roots
+from nsnet.ipam.ula import load_or_create_engine_id
 from nsnet.runtime.runc import Runc, become_subreaper
 from nsnet.store.etcd import EtcdKV
 
@@ -46,6 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="debug, info, warn, error or fatal, as dockerd's; debug logs every "
                         "API request (4xx ones at info)")
     p.add_argument("--no-dns", action="store_true", help="disable the embedded DNS server")
+    p.add_argument("--ipv6", action="store_true", help="give the default bridge IPv6 (as "
+                   "dockerd's --ipv6)")
+    p.add_argument("--fixed-cidr-v6", default="", metavar="CIDR", help="the default bridge's "
+                   "IPv6 subnet (with --ipv6; default: a /64 of this engine's ULA /48)")
     p.add_argument("--api-max-connections", type=_positive_int, default=Limits.max_connections,
                    help="API connections open at once; past it a new one gets 503 "
                    "(default %(default)s)")
@@ -65,6 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="TLS to etcd: kv.cacertfile=, kv.certfile=, kv.keyfile= (repeatable "
                    "or comma-separated)")
     args = p.parse_args(argv)
+    if args.fixed_cidr_v6:
+        if not args.ipv6:
+            p.error("--fixed-cidr-v6 needs --ipv6")
+        try:
+            if ipaddress.ip_network(args.fixed_cidr_v6).version != 6:
+                raise ValueError
+        except ValueError:
+            p.error(f"--fixed-cidr-v6: {args.fixed_cidr_v6!r} is not an IPv6 subnet")
     try:
         # Checked here, before anything is made: a bad flag is a usage error, not a
         # half-started daemon.
@@ -131,9 +146,13 @@ def _cluster(cfg: ClusterConfig | None, data_root: Path) -> Cluster | None:
 async def serve(args: argparse.Namespace) -> int:
     config = EngineConfig(data_root=Path(args.data_root), exec_root=Path(args.exec_root),
                           default_bridge=args.default_bridge,
-                          host_resolv_conf=Path(args.resolv_conf))
+                          host_resolv_conf=Path(args.resolv_conf),
+                          extra={DEFAULT_BRIDGE_IPV6: args.ipv6,
+                                 DEFAULT_BRIDGE_CIDR_V6: args.fixed_cidr_v6})
     # Private before anything is stored in them (file_modes.py: who may read what).
     secure_roots(config.data_root, config.exec_root)
+    # Docker's engine ID (`docker info`), the one the default IPv6 pool is derived from.
+    config.extra["daemon_id"] = load_or_create_engine_id(config.data_root)
     try:
         cluster = _cluster(args.cluster, config.data_root)
     except (NsnetError, ValueError) as e:

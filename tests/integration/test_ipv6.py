@@ -180,6 +180,28 @@ def test_default_ipv6_pool_is_the_engines_ula(daemon: Daemon) -> None:
     c.containers.remove(x, force=True)
 
 
+def test_daemon_ipv6_flags_give_the_default_bridge_ipv6_and_info_its_engine_id(
+        daemon: Daemon) -> None:
+    """``nsnetd --ipv6 --fixed-cidr-v6``, as dockerd's: the default bridge gains the subnet at
+    the next start and its containers an IPv6 address; ``docker info`` shows the engine ID
+    the default IPv6 pool comes from."""
+    c = daemon.client()
+    engine_id = (daemon.data_root / "engine-id").read_text().strip()
+    assert c.info()["ID"] == engine_id
+    daemon.stop()
+    daemon.extra_args = [*daemon.extra_args, "--ipv6", "--fixed-cidr-v6", "fd00:77::/64"]
+    daemon.start()
+    c = daemon.client()
+    assert c.info()["ID"] == engine_id
+    cfg = c.networks.inspect("bridge")["IPAM"]["Config"]
+    assert {"Subnet": "fd00:77::/64", "Gateway": "fd00:77::1"} in cfg
+    x = run(c, network="bridge")
+    assert c.containers.inspect(x)["NetworkSettings"]["Networks"]["bridge"][
+        "GlobalIPv6Address"] == "fd00:77::2"
+    assert ping6(c, x, "fd00:77::1") == 0
+    c.containers.remove(x, force=True)
+
+
 def test_ipv6_only_network(daemon: Daemon, lan: TestHost) -> None:
     """``--ipv4=false``: no IPv4 address or route in the container, DNS answers AAAA only,
     the container's resolv.conf works (busybox resolves a peer through 127.0.0.11)."""
