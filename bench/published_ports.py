@@ -58,10 +58,12 @@ def sample(c: Client, ports: dict[int, int] | None) -> float:
 def main() -> int:
     total = int(os.environ.get("BENCH_PORTS", "1000"))
     results: dict[str, object] = {}
-    step = publish_step_ms()
+    step, step_full = publish_step_ms(total)
     print(f"the ports step alone (reserve a socket, one nft transaction), in a throwaway "
-          f"namespace: median {step:.3f} ms  {'ok' if step <= 2 else 'OVER 2 ms'}")
+          f"namespace: median {step:.3f} ms  {'ok' if step <= 2 else 'OVER 2 ms'}; with "
+          f"{total} ports published {step_full:.3f} ms ({step_full / step:.2f}x)")
     results["publish_step_ms"] = round(step, 3)
+    results[f"publish_step_at_{total}_ms"] = round(step_full, 3)
     with daemon_host(prefix="nsbenchp") as d:
         c = d.client()
         c.networks.create({"Name": "benchP", "IPAM": {"Config": [{"Subnet": "10.190.0.0/16"}]}})
@@ -119,27 +121,40 @@ STEP = """
 import statistics, sys, time
 from nsnet.engine.published_ports import PortRequest, Reservations
 from nsnet.kernel.port_firewall import EndpointPorts, PortFirewall, PortRule
-fw, res, out = PortFirewall(), Reservations(), []
-for i in range(300):
-    t = time.perf_counter()
-    port = res.reserve(PortRequest("tcp", 80, "", 0, 0))
-    ep = EndpointPorts(f"{i:064x}", "10.190.0.0/16", "10.190.0.2",
-                       (PortRule("tcp", "", port, "10.190.0.2", 80),))
-    fw.publish(ep)
-    out.append((time.perf_counter() - t) * 1000)
-    fw.unpublish(ep)
-    res.release("tcp", "", port)
-print(statistics.median(out[20:]))
+fw, res = PortFirewall(), Reservations()
+
+def step_ms():
+    out = []
+    for i in range(300):
+        t = time.perf_counter()
+        port = res.reserve(PortRequest("tcp", 80, "", 0, 0))
+        ep = EndpointPorts(f"{i:064x}", "10.190.0.0/16", "10.190.0.2",
+                           (PortRule("tcp", "", port, "10.190.0.2", 80),))
+        fw.publish(ep)
+        out.append((time.perf_counter() - t) * 1000)
+        fw.unpublish(ep)
+        res.release("tcp", "", port)
+    return statistics.median(out[20:])
+
+empty = step_ms()
+for i in range(int(sys.argv[1])):  # already published (below the ephemeral range)
+    a = f"10.191.{i // 250}.{i % 250 + 2}"
+    fw.publish(EndpointPorts(f"{i + 1:x}".rjust(64, "f"), "10.191.0.0/16", a,
+                             (PortRule("tcp", "", 10000 + i, a, 80),)))
+print(empty, step_ms())
 """
 
 
-def publish_step_ms() -> float:
+def publish_step_ms(published: int) -> tuple[float, float]:
     """What publishing adds to a start, without the noise of a whole ``run``: reserving one
-    port and the one firewall transaction, in a network namespace of its own."""
+    port and the one firewall transaction, in a network namespace of its own; with no port
+    published and with ``published`` ports already in the maps."""
     src = str(Path(__file__).resolve().parent.parent / "src")
-    out = subprocess.run(["unshare", "-n", sys.executable, "-c", STEP], capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": src})
-    return float(out.stdout.strip())
+    out = subprocess.run(["unshare", "-n", sys.executable, "-c", STEP, str(published)],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": src})
+    empty, full = out.stdout.split()
+    return float(empty), float(full)
 
 
 if __name__ == "__main__":
