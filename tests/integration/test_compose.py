@@ -14,6 +14,7 @@ Every service here runs a busybox program as PID 1, which ignores SIGTERM, so st
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import subprocess
@@ -346,6 +347,42 @@ def test_restart_keeps_service_reachable(daemon: Daemon, tmp_path: Path) -> None
     print(f"web reachable {time.monotonic() - t0:.3f} s after `restart` returned")
     assert daemon.docker("inspect", "-f", "{{.State.StartedAt}}", "rs_web_1").stdout != before
     assert short_ids(daemon, app, "web") == {web}
+
+    compose(daemon, app, "down", "-t", "1")
+    assert_down_leaves_nothing(daemon)
+
+
+def test_top_pause_unpause_and_events(daemon: Daemon, tmp_path: Path) -> None:
+    """`docker-compose top`, `pause`/`unpause` and `events --json` (which 404s used to make
+    print nothing while compose exited 0)."""
+    app = project(tmp_path, "tp", WEB_AND_CLIENT)
+    compose(daemon, app, "up", "-d")
+    (web,) = short_ids(daemon, app, "web")
+    assert wait_for(lambda: http(daemon, "tp_client_1", "http://web/") == web)
+    top = compose(daemon, app, "top", "web").stdout
+    assert "tp_web_1" in top and "httpd -f -p 80 -h /www" in top
+
+    events = subprocess.Popen([COMPOSE, "--no-ansi", "-p", app.name, "-f",
+                               str(app / "docker-compose.yml"), "events", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=daemon.env, cwd=app)
+    try:
+        time.sleep(1.0)  # compose subscribes before it prints anything
+        compose(daemon, app, "pause", "web")
+        state = daemon.docker("inspect", "-f", "{{.State.Status}} {{.State.Paused}}",
+                              "tp_web_1").stdout.split()
+        assert state == ["paused", "true"]
+        assert "(Paused)" in daemon.docker("ps", "--filter", "name=tp_web_1").stdout
+        compose(daemon, app, "unpause", "web")
+        assert wait_for(lambda: http(daemon, "tp_client_1", "http://web/") == web)
+        time.sleep(0.5)
+    finally:
+        events.terminate()
+        out, err = events.communicate(timeout=10)
+    seen = [json.loads(line) for line in out.splitlines() if line.strip()]
+    actions = [(e["service"], e["action"]) for e in seen]
+    assert ("web", "pause") in actions and ("web", "unpause") in actions, (actions, err)
+    assert actions.index(("web", "pause")) < actions.index(("web", "unpause"))
 
     compose(daemon, app, "down", "-t", "1")
     assert_down_leaves_nothing(daemon)
