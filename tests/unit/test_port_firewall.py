@@ -346,3 +346,15 @@ def test_a_start_after_a_failed_teardown_publishes_afresh() -> None:
     assert len(svc.reservations.held) == 2 and set(rules.published) == {EP_ID}
     assert len(rules.plans) == 3 and rules.plans[1].count("delete element") == 3
     svc.unpublish(c)
+
+
+def test_a_disconnect_takes_the_endpoint_ports_along() -> None:
+    """The hook a disconnect calls: the rules and sockets of that endpoint go at once, so the
+    maps never point at an address IPAM may hand to another container."""
+    svc, rules, c, _ = _world()
+    svc.publish(c, Undo())
+    svc.endpoint_leaving(c, c.attachments[0])
+    assert rules.published == {} and svc.reservations.held == {} and c.ports == []
+    svc.endpoint_leaving(c, c.attachments[0])  # nothing left: a no-op
+    assert len(rules.plans) == 2
+

@@ -331,6 +331,22 @@ class PublishedPorts:
                                       int(p["host_port"]))
         c.ports = []
 
+    def endpoint_leaving(self, c: Container, a: Attachment) -> None:
+        """Before a disconnect takes ``a``'s endpoint away: its ports go with it (rules and
+        sockets), or the maps would send them to an address IPAM may give to another
+        container. For ConnectionService.disconnect to call before ``leave_endpoint``."""
+        if a.endpoint is None or not any(p["endpoint_id"] == a.endpoint.id for p in c.ports):
+            return
+        mine = [p for p in c.ports if p["endpoint_id"] == a.endpoint.id]
+        net = self.registry.networks.get(a.network_id)
+        drv = self.drivers.get(net.driver) if net is not None else None
+        if net is not None and isinstance(drv, PublishesPorts):
+            drv.unpublish(net, a.endpoint, [mapping_of(p) for p in mine])
+        for p in mine:
+            self.reservations.release(str(p["protocol"]), str(p.get("host_ip", "")),
+                                      int(p["host_port"]))
+        c.ports = [p for p in c.ports if p["endpoint_id"] != a.endpoint.id]
+
     def reconcile(self, report: dict[str, Any]) -> None:
         """After a restart: running containers' ports held and published again (the same
         host ports), and firewall elements no running container owns removed."""
