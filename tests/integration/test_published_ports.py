@@ -290,6 +290,29 @@ def test_reconcile_after_a_crash_keeps_ports_published_and_held(
     assert can_bind(daemon, 8080)
 
 
+def test_a_disconnect_takes_the_networks_ports_along(daemon: Daemon) -> None:
+    """Ports published on a network go when the container leaves it (the maps must not send
+    them to an address IPAM may hand to another container); the host port is free again."""
+    c = daemon.client()
+    before = ruleset(daemon)
+    daemon.docker("network", "create", "--subnet", "10.77.0.0/24", "pubd")
+    daemon.docker("run", "-d", "--name", "dis", "--network", "pubd", "-p", "8086:80",
+                  "busybox", "sleep", "600")
+    daemon.docker("network", "connect", "bridge", "dis")
+    ip = c.containers.inspect("dis")["NetworkSettings"]["Networks"]["pubd"]["IPAddress"]
+    assert f'"{ip}"' in json.dumps(ruleset(daemon))
+    assert daemon.docker("port", "dis").stdout.strip()
+    assert not can_bind(daemon, 8086)
+    daemon.docker("network", "disconnect", "pubd", "dis")
+    assert f'"{ip}"' not in json.dumps(ruleset(daemon))
+    assert daemon.docker("port", "dis").stdout.strip() == ""
+    assert can_bind(daemon, 8086)
+    assert c.containers.inspect("dis")["State"]["Running"]
+    daemon.docker("rm", "-f", "dis")
+    daemon.docker("network", "rm", "pubd")
+    assert ruleset(daemon) == before
+
+
 def test_the_kernel_picks_no_port_nsnet_holds() -> None:
     """Sanity of the reservation primitive the daemon relies on (no daemon needed): a
     listening socket on 0.0.0.0 keeps even SO_REUSEADDR binds off the port."""

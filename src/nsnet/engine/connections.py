@@ -15,6 +15,7 @@ import logging
 from nsnet.engine.crashpoints import crash_point
 from nsnet.engine.global_endpoints import Claim, GlobalEndpoints
 from nsnet.engine.ports import Store
+from nsnet.engine.published_ports import PublishedPorts
 from nsnet.engine.registry import Registry
 from nsnet.engine.resolver_hooks import ResolverHooks
 from nsnet.engine.sandboxes import SandboxService, user_defined, validate_endpoint_request
@@ -35,6 +36,7 @@ class ConnectionService:
         self.sandboxes = sandboxes
         self.resolver = resolver
         self.global_endpoints: GlobalEndpoints | None = None  # set with a cluster
+        self.published_ports: PublishedPorts | None = None  # set by the wiring
 
     async def connect(self, net_ref: str, c_ref: str, req: EndpointRequest) -> None:
         net = self.registry.find_network(net_ref)
@@ -152,6 +154,10 @@ class ConnectionService:
             # changes nothing; once joined it is saved with the disconnect below.
             with Undo() as undo:
                 self.sandboxes.join_gateway(c, undo, without=a)
+            if self.published_ports is not None:
+                # Its ports go with it: the maps must not keep sending them to an address
+                # IPAM may give to another container.
+                self.published_ports.endpoint_leaving(c, a)
             self.sandboxes.leave_endpoint(c, a, kernel=True)
             crash_point("disconnect.kernel_left")
             c.attachments.remove(a)

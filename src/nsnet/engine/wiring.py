@@ -126,6 +126,7 @@ def build_engine(config: EngineConfig, *, dns: bool = True, store: Store | None 
     sandboxes = SandboxService(registry, store, ipam, kernel, drivers, resolver, config)
     connections = ConnectionService(registry, store, sandboxes, resolver)
     containers = ContainerService(registry, sandboxes, images, runtime, readers)
+    connections.published_ports = containers.published_ports
     sessions = Sessions(registry, runtime, readers)
     reconciler = Reconciler(registry, store, ipam, kernel, drivers, resolver, sandboxes,
                             containers, runtime)
