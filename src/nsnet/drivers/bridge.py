@@ -358,6 +358,10 @@ class BridgeDriver:
             self._localnet.add(name)
         self._port_rules().publish(spec)
         self._published[ep.id] = (net.id, tuple(ports))
+        # Its own published port from inside (the DNATed packet leaves by the port it came in).
+        idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
+        if idx is not None:
+            self.kernel.links.set_hairpin(idx, True)
 
     def unpublish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
         if not ports or not ep.ipv4:

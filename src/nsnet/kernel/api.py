@@ -90,6 +90,10 @@ class HostLinks(SandboxLinks, Protocol):
 
     def set_isolated(self, index: int, isolated: bool) -> None: ...
 
+    def set_hairpin(self, index: int, on: bool) -> None:
+        """Bridge port hairpin mode: a frame may leave by the port it came in on."""
+        ...
+
     def tagged(self, tag_prefix: str) -> Iterator[tuple[str, str]]:
         """(name, alias) of links whose alias starts with ``tag_prefix``."""
         ...

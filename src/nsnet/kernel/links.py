@@ -297,6 +297,17 @@ class Links:
             except NetlinkError as e:
                 raise _kernel_error(e, "bridge port isolation") from e
 
+    def set_hairpin(self, index: int, on: bool) -> None:
+        """Hairpin mode on a bridge port, so a container reaches its own published port: the
+        DNATed packet goes back out the port it came in by (with br_netfilter on, the bridge
+        forwards it rather than the host routing it). Only on publishing endpoints: hairpin
+        also reflects floods, so a container would hear its own broadcasts."""
+        with self._lock:
+            try:
+                self.ipr.brport("set", index=index, mode=1 if on else 0)
+            except NetlinkError as e:
+                raise _kernel_error(e, "bridge port hairpin mode") from e
+
     def set_down(self, name: str) -> None:
         with self._lock:
             try:

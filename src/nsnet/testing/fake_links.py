@@ -22,7 +22,7 @@ FAILABLE = frozenset({
     # links (host and sandbox)
     "ensure_bridge", "clear_alias", "ensure_address", "remove_address", "delete",
     "add_veth_into", "add_macvlan_into", "add_vlan", "add_veth_pair", "add_route", "enslave",
-    "set_isolated", "set_up", "set_down", "loopback_up", "configure_endpoint",
+    "set_isolated", "set_hairpin", "set_up", "set_down", "loopback_up", "configure_endpoint",
     "set_default_route",
     # namespaces, firewall, the rest of the kernel
     "create", "remove", "call_in", "sandbox_links", "prepare_interface", "sysctl_set",
@@ -51,6 +51,7 @@ class FakeLink:
     peer: tuple[str, str] | None = None  # (namespace, name) of a veth's other end
     addresses: list[str] = field(default_factory=list)
     isolated: bool = False
+    hairpin: bool = False
     ipv6: bool = True
     mode: str | None = None
     vlan_id: int | None = None
@@ -322,6 +323,10 @@ class FakeLinks:
     def set_isolated(self, index: int, isolated: bool) -> None:
         self._s.hit("set_isolated")
         self._need_index(index, "bridge port isolation").isolated = isolated
+
+    def set_hairpin(self, index: int, on: bool) -> None:
+        self._s.hit("set_hairpin")
+        self._need_index(index, "bridge port hairpin mode").hairpin = on
 
     def set_up(self, name: str) -> None:
         self._s.hit("set_up")
