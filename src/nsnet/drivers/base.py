@@ -125,11 +125,8 @@ class UniqueValidator(Protocol):
 
 @dataclass(frozen=True)
 class PortMapping:
-    """One published port as a driver sees it (``-p host_ip:host_port:port/proto``).
-
-    Will move to ``nsnet.model`` with the published-ports work; declared here so the
-    capability below has a typed contract now.
-    """
+    """One published port as a driver sees it (``-p host_ip:host_port:port/proto``); the
+    engine's record of it is in ``Container.ports`` (engine/published_ports.py)."""
 
     protocol: str  # "tcp" | "udp" | "sctp"
     container_port: int
@@ -139,10 +136,8 @@ class PortMapping:
 
 @runtime_checkable
 class PublishesPorts(Protocol):
-    """The driver can publish endpoint ports on the host (architecture rule 5: DNAT, no proxy).
-
-    Planned for the published-ports work; no driver implements it yet.
-    """
+    """The driver can publish endpoint ports on the host (architecture rule 5: DNAT, no
+    proxy): the bridge driver, over kernel/port_firewall.py."""
 
     def publish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
         """Make ``ports`` reach ``ep``: one atomic firewall change (DNAT from the host's
