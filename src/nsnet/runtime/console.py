@@ -187,6 +187,52 @@ class Console:
         if not self.closed:
             set_window_size(self.fd, rows, cols)
 
+    async def pour(self, out_fd: int) -> None:
+        """All the terminal's output written to ``out_fd`` as it comes, until it hangs up or
+        is closed. One loop reader stays registered throughout and each wake-up reads what
+        the pty holds, a chunk at a time, each written before the next is read: a reader
+        and a future per chunk (``read``) cost more CPU than the copy itself. A failed write
+        (a full disk) ends the copy with its error; the program then blocks on its full pty
+        instead of the daemon buffering."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def stop(error: OSError | None = None) -> None:
+            loop.remove_reader(self.fd)
+            if not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+
+        def readable() -> None:
+            for _ in range(8):  # then let the loop serve others
+                try:
+                    data = os.read(self.fd, CHUNK)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    data = b""  # EIO: every holder of the slave is gone
+                if not data:
+                    stop()
+                    return
+                try:
+                    _write_all(out_fd, data)
+                except OSError as e:
+                    stop(e)
+                    return
+
+        if self.closed:
+            return
+        loop.add_reader(self.fd, readable)
+        self._pending.add(done)
+        try:
+            await done
+        finally:
+            self._pending.discard(done)
+            if not self.closed:
+                loop.remove_reader(self.fd)
+
     def close(self) -> None:
         """Idempotent. Wakes a pending ``read`` (which then returns b"")."""
         if self.closed:
@@ -203,15 +249,11 @@ class Console:
 
 
 async def copy_to_file(console: Console, path: Path, mode: int) -> None:
-    """A TTY container's output into its log file (``docker logs`` and attach read it there),
-    one chunk in memory at a time; ends when the terminal hangs up or is closed."""
+    """A TTY container's output into its log file (``docker logs`` and attach read it there);
+    ends when the terminal hangs up or is closed."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
     try:
-        while True:
-            data = await console.read()
-            if not data:
-                return
-            _write_all(fd, data)
+        await console.pour(fd)
     finally:
         os.close(fd)
 
