@@ -38,6 +38,7 @@ def test_process_gets_docker_defaults() -> None:
     assert p["env"] == [DEFAULT_PATH, "A=1"]  # runc looks the command up in this PATH
     assert p["cwd"] == "/"
     assert p["terminal"] is False
+    assert process_dict(ProcessSpec(["sh"], tty=True), 0, 0, [])["terminal"] is True
     caps = p["capabilities"]
     assert caps["bounding"] == caps["effective"] == caps["permitted"] == list(DEFAULT_CAPABILITIES)
     assert "CAP_SYS_ADMIN" not in caps["bounding"]

@@ -350,8 +350,9 @@ class Engine:
         self.s.containers.resize_container(ref, height, width)
 
     def resize_exec(self, exec_id: str, height: int, width: int) -> None:
-        """No exec has a TTY yet: the exec must exist, and nothing is resized."""
-        self.s.sessions.find_exec(exec_id)
+        """A running TTY exec's terminal follows the client's window; any other exec that
+        exists answers 200 with nothing to size, as moby does."""
+        self.s.sessions.resize_exec(exec_id, height, width)
 
     # -- sessions ---------------------------------------------------------------------------
 

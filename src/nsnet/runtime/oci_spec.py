@@ -129,8 +129,8 @@ _DEVICE_RULES: Final = (
 
 @dataclass
 class ProcessSpec:
-    """What to run. ``user`` "" is root. ``tty`` is accepted but the process always runs
-    without a terminal (its output goes to the log files), which is what the API needs."""
+    """What to run. ``user`` "" is root. ``tty``: the process gets a terminal (runc hands
+    its pty master to the daemon over a console socket, runtime/console.py)."""
 
     args: list[str]
     env: list[str] = field(default_factory=list)
@@ -184,7 +184,7 @@ def process_dict(
         env.insert(0, DEFAULT_PATH)
     caps = list(DEFAULT_CAPABILITIES)
     return {
-        "terminal": False,
+        "terminal": process.tty,
         "user": user,
         "args": list(process.args),
         "env": env,

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from nsnet.errors import Invalid, SystemError_
-from nsnet.runtime._fs import write_atomic
 from nsnet.runtime.bundles import PRIVATE_FILE_MODE, Bundles, check_id
 from nsnet.runtime.console import (
     Console,
@@ -152,11 +151,7 @@ class Runc:
             cid, rootfs_lower, process, hostname, netns_path, bind_files, readonly_binds
         )
         self._tty.discard(cid)
-        if process.tty:
-            config_path = bundle / "config.json"
-            config = json.loads(config_path.read_bytes())
-            config["process"]["terminal"] = True
-            write_atomic(config_path, json.dumps(config).encode(), mode=PRIVATE_FILE_MODE)
+        if process.tty:  # its config.json says terminal: true (oci_spec.process_dict)
             self._tty.add(cid)
         return bundle
 
@@ -470,10 +465,8 @@ class Runc:
         bundle = self.bundle_dir(cid)
         uid, gid, extra = await lookup_user_async(bundle / "rootfs", process.user)
         spec = process_dict(process, uid, gid, extra)
-        if process.tty:
-            spec["terminal"] = True
-            if rows and cols:
-                spec["consoleSize"] = {"height": min(rows, 0xFFFF), "width": min(cols, 0xFFFF)}
+        if process.tty and rows and cols:
+            spec["consoleSize"] = {"height": min(rows, 0xFFFF), "width": min(cols, 0xFFFF)}
         memfd = os.memfd_create("nsnet-exec-process", os.MFD_CLOEXEC)
         try:
             os.write(memfd, json.dumps(spec).encode())
