@@ -64,6 +64,10 @@ class _LimitedRequestHandler(RequestHandler):
     timeout (one per docker CLI call)."""
 
     hijacked = False
+    # Set by a stream that reads the hijacked connection's input (api/streams.py): told when
+    # the client half-closes (the docker CLI does when its stdin ends), while the output
+    # side stays open.
+    on_eof: Callable[[], None] | None = None
 
     def __init__(self, *args: Any, body_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -73,6 +77,8 @@ class _LimitedRequestHandler(RequestHandler):
         self._body_timer: asyncio.TimerHandle | None = None
 
     def eof_received(self) -> bool:  # type: ignore[override]
+        if self.hijacked and self.on_eof is not None:
+            self.on_eof()
         return self.hijacked
 
     def data_received(self, data: bytes) -> None:

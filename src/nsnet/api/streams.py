@@ -107,16 +107,9 @@ class InputSink:
 
 def _notify_eof(protocol: Any, parser: _InputParser) -> None:
     """The docker CLI half-closes when its stdin ends; the server keeps the connection open
-    for the output (``eof_received`` true on a hijacked connection), and this tells the
-    input side too, so ``docker exec -i c cat <file`` ends."""
-    keep_open = protocol.eof_received
-
-    def eof_received() -> bool | None:
-        parser.feed_eof()
-        result: bool | None = keep_open()
-        return result
-
-    protocol.eof_received = eof_received
+    for the output (``eof_received`` true on a hijacked connection) and tells the input side
+    through its ``on_eof`` hook, so ``docker exec -i c cat <file`` ends."""
+    protocol.on_eof = parser.feed_eof
 
 
 async def hijack(req: web.BaseRequest, tty: bool = False) -> web.StreamResponse:
