@@ -72,6 +72,13 @@ CASES: dict[str, tuple[PortRule, ...]] = {
     "mixed_addresses": (_rule("tcp", "", 8080, 80), _rule("tcp", "192.0.2.7", 8443, 443)),
 }
 
+ADDR6 = "fd00:20::2"
+CASES6: dict[str, tuple[PortRule, ...]] = {
+    "v6_any_address": (PortRule("tcp", "::", 8080, ADDR6, 80),
+                       PortRule("udp", "::", 5353, ADDR6, 53)),
+    "v6_one_address": (PortRule("tcp", "2001:db8:1::1", 8443, ADDR6, 443),),
+}
+
 
 def test_base_plan_golden() -> None:
     _check("base_v4", base_plan(4) + chains_plan((4,)))
@@ -97,8 +104,21 @@ def test_publish_plan_golden(case: str) -> None:
     assert text.count("delete element") == len(CASES[case]) + 1
 
 
+@pytest.mark.parametrize("case", sorted(CASES6))
+def test_publish_plan_golden_v6(case: str) -> None:
+    """``[::]`` is IPv6's every address (the ``ports6`` map), one address the ``ports6_ip``
+    map; the hairpin element is the endpoint's IPv6 subnet."""
+    ep = EndpointPorts(EP_ID, "fd00:20::/64", ADDR6, CASES6[case])
+    text = publish_plan(ep) + "# removal\n" + "\n".join(unpublish_plan(ep)) + "\n"
+    _check(f"publish_{case}", text)
+    assert text.count("add element") == len(CASES6[case]) + 1
+    assert text.count("delete element") == len(CASES6[case]) + 1
+    assert " ports4" not in text and "hairpin4" not in text
+
+
 def test_no_golden_file_is_stale() -> None:
     wanted = {"base_v4.nft", "base_v4_v6.nft"} | {f"publish_{c}.nft" for c in CASES}
+    wanted |= {f"publish_{c}.nft" for c in CASES6}
     assert {p.name for p in GOLDEN.glob("*.nft")} == wanted
 
 
@@ -357,4 +377,104 @@ def test_a_disconnect_takes_the_endpoint_ports_along() -> None:
     assert rules.published == {} and svc.reservations.held == {} and c.ports == []
     svc.endpoint_leaving(c, c.attachments[0])  # nothing left: a no-op
     assert len(rules.plans) == 2
+
+
+# -- IPv6 and dual stack ----------------------------------------------------------------------
+
+
+def _dual_world(ipv4: bool = True) -> tuple[PublishedPorts, FakePortRules, Container]:
+    svc, rules, c, _ = _world()
+    ep = c.attachments[0].endpoint
+    assert ep is not None
+    ep.ipv6, ep.ipv6_prefixlen = ADDR6, 64
+    if not ipv4:
+        ep.ipv4, ep.ipv4_prefixlen = None, 0
+    c.port_bindings = {"80/tcp": [{"HostIp": "", "HostPort": ""}]}
+    return svc, rules, c
+
+
+def test_a_port_without_host_address_is_published_on_both_families() -> None:
+    """Docker's dual stack: ``-p 80`` is ``0.0.0.0:P`` and ``[::]:P``, the same ``P``, each
+    held by its own socket (the IPv6 one IPV6_V6ONLY, so it does not hold the IPv4 port)."""
+    svc, rules, c = _dual_world()
+    svc.publish(c, Undo())
+    assert sorted(p["host_ip"] for p in c.ports) == ["", "::"]
+    [port] = {p["host_port"] for p in c.ports}
+    assert len(rules.plans) == 2  # one transaction per family
+    assert f"ports4 {{ tcp . {port} " in rules.plans[0]
+    assert f"ports6 {{ tcp . {port} comment" in rules.plans[1]
+    assert f": {ADDR6} . 80" in rules.plans[1] and "fd00:20::/64 . fd00:20::2" in rules.plans[1]
+    v6 = svc.reservations.held[("tcp", "::", port)]
+    assert v6.family == socket.AF_INET6
+    assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+    assert svc.reservations.held[("tcp", "", port)].family == socket.AF_INET
+    shown = ports_map(c)
+    assert shown["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": str(port)},
+                               {"HostIp": "::", "HostPort": str(port)}]
+    assert port_lines(shown, None) == [f"80/tcp -> 0.0.0.0:{port}", f"80/tcp -> [::]:{port}"]
+    svc.unpublish(c)
+    assert rules.published == {} and svc.reservations.held == {}
+    assert rules.plans[2].count("delete element") == 2 == rules.plans[3].count("delete element")
+
+
+def test_a_dual_stack_port_taken_on_one_family_is_already_allocated() -> None:
+    svc, rules, c = _dual_world()
+    other = socket.socket(socket.AF_INET6)
+    other.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    other.bind(("::", 0))
+    other.listen(1)
+    port = other.getsockname()[1]
+    try:
+        c.port_bindings = {"80/tcp": [{"HostIp": "", "HostPort": str(port)}]}
+        with pytest.raises(Conflict, match=f"Bind for 0.0.0.0:{port} failed: port is already "
+                                           "allocated"):
+            svc.publish(c, Undo())
+        assert svc.reservations.held == {} and rules.plans == []  # the IPv4 socket let go
+        # A range moves both families to the next port free in both.
+        c.port_bindings = {"80/tcp": [{"HostIp": "", "HostPort": f"{port}-{port + 1}"}]}
+        svc.publish(c, Undo())
+        assert {p["host_port"] for p in c.ports} == {port + 1}
+        svc.unpublish(c)
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize(("host_ip", "families"), [
+    ("0.0.0.0", [""]), ("::", ["::"]), ("[::]", ["::"]), ("127.0.0.1", ["127.0.0.1"]),
+])
+def test_a_host_address_publishes_on_its_family_only(host_ip: str,
+                                                      families: list[str]) -> None:
+    svc, rules, c = _dual_world()
+    c.port_bindings = {"80/tcp": [{"HostIp": host_ip, "HostPort": ""}]}
+    svc.publish(c, Undo())
+    assert [p["host_ip"] for p in c.ports] == families and len(rules.plans) == 1
+    svc.unpublish(c)
+
+
+def test_an_ipv6_only_network_publishes_on_ipv6_only() -> None:
+    svc, rules, c = _dual_world(ipv4=False)
+    svc.publish(c, Undo())
+    assert [p["host_ip"] for p in c.ports] == ["::"] and "ports6 {" in rules.plans[0]
+    svc.unpublish(c)
+    c.port_bindings = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    with pytest.raises(Invalid, match="no IPv4 address on network app"):
+        svc.publish(c, Undo())
+    assert svc.reservations.held == {}
+
+
+def test_an_ipv4_only_endpoint_refuses_an_ipv6_host_address() -> None:
+    svc, rules, c, _ = _world()
+    c.port_bindings = {"80/tcp": [{"HostIp": "2001:db8::1", "HostPort": "8080"}]}
+    with pytest.raises(Invalid, match=r"cannot publish on \[2001:db8::1\]: the container has "
+                                      "no IPv6 address"):
+        svc.publish(c, Undo())
+    assert rules.plans == [] and svc.reservations.held == {}
+
+
+def test_the_ipv6_loopback_is_refused_with_the_reason() -> None:
+    """The kernel drops a ::1-sourced packet leaving by a bridge (no route_localnet in IPv6):
+    only moby's userland proxy serves ``[::1]``, and nsnet runs no proxy."""
+    c = _container(port_bindings={"80/tcp": [{"HostIp": "::1", "HostPort": "8080"}]})
+    with pytest.raises(Invalid, match="::1 is not supported: the kernel cannot DNAT"):
+        check_request(c, [])
 

@@ -329,34 +329,55 @@ class BridgeDriver:
 
     def _port_rules(self) -> PortRules:
         if self._ports is None:
-            self._ports = PortFirewall()
+            self._ports = PortFirewall(families=(4, 6))
         return self._ports
 
     @staticmethod
     def _endpoint_ports(net: Network, ep: Endpoint,
-                        ports: Sequence[PortMapping]) -> EndpointPorts:
-        if not ep.ipv4:
-            raise Invalid(f"network {net.name}: the endpoint has no IPv4 address to publish "
-                          "ports to (IPv6 published ports are not supported by nsnet yet)")
-        subnet = f"{ep.ipv4}/{ep.ipv4_prefixlen or 32}"
-        rules = tuple(PortRule(m.protocol, m.host_ip, m.host_port, ep.ipv4, m.container_port)
-                      for m in ports)
-        return EndpointPorts(ep.id, subnet, ep.ipv4, rules)
+                        ports: Sequence[PortMapping]) -> list[EndpointPorts]:
+        """One firewall unit per address family the ports use (a host address's family;
+        "" is IPv4's every address, ``::`` IPv6's)."""
+        out: list[EndpointPorts] = []
+        for family, address, plen in ((4, ep.ipv4, ep.ipv4_prefixlen),
+                                      (6, ep.ipv6, ep.ipv6_prefixlen)):
+            mine = [m for m in ports if _family(m.host_ip) == family]
+            if not mine:
+                continue
+            if not address:
+                raise Invalid(f"network {net.name}: the endpoint has no IPv{family} address "
+                              "to publish ports to")
+            subnet = f"{address}/{plen or (32 if family == 4 else 128)}"
+            rules = tuple(PortRule(m.protocol, m.host_ip, m.host_port, address,
+                                   m.container_port) for m in mine)
+            out.append(EndpointPorts(ep.id, subnet, address, rules))
+        return out
 
     def publish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
-        """One firewall transaction for all of ``ports``; the host ports themselves are the
-        engine's to reserve (engine/published_ports.py). Traffic from the host to 127.0.0.1
-        needs ``route_localnet`` on this bridge, set once, and only when a port listens on
-        every address or on a loopback one."""
+        """One firewall transaction per address family for all of ``ports`` (the second
+        undoes the first if it fails); the host ports themselves are the engine's to reserve
+        (engine/published_ports.py). Traffic from the host to 127.0.0.1 needs
+        ``route_localnet`` on this bridge, set once, and only when a port listens on every
+        IPv4 address or on a loopback one (IPv6 has no such switch: ::1 is not published)."""
         if net.internal:
             raise Forbidden(f"cannot publish ports on internal network {net.name}")
-        spec = self._endpoint_ports(net, ep, ports)
+        specs = self._endpoint_ports(net, ep, ports)
         name = bridge_name(net)
         if name not in self._localnet and any(
-                not m.host_ip or ipaddress.ip_address(m.host_ip).is_loopback for m in ports):
+                not m.host_ip or (_family(m.host_ip) == 4
+                                  and ipaddress.ip_address(m.host_ip).is_loopback)
+                for m in ports):
             self.kernel.sysctl_set(f"net.ipv4.conf.{name}.route_localnet", "1")
             self._localnet.add(name)
-        self._port_rules().publish(spec)
+        rules = self._port_rules()
+        done: list[EndpointPorts] = []
+        try:
+            for spec in specs:
+                rules.publish(spec)
+                done.append(spec)
+        except BaseException:
+            for spec in done:
+                rules.unpublish(spec)
+            raise
         self._published[ep.id] = (net.id, tuple(ports))
         # Its own published port from inside (the DNATed packet leaves by the port it came in).
         idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
@@ -364,9 +385,12 @@ class BridgeDriver:
             self.kernel.links.set_hairpin(idx, True)
 
     def unpublish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
-        if not ports or not ep.ipv4:
+        if not ports:
             return
-        self._port_rules().unpublish(self._endpoint_ports(net, ep, ports))
+        # An address the endpoint lacks was never published: nothing of it to remove.
+        usable = [m for m in ports if (ep.ipv4 if _family(m.host_ip) == 4 else ep.ipv6)]
+        for spec in self._endpoint_ports(net, ep, usable):
+            self._port_rules().unpublish(spec)
         self._published.pop(ep.id, None)
 
     def published(self, net: Network) -> dict[str, list[PortMapping]]:
@@ -385,3 +409,8 @@ class BridgeDriver:
         for eid in [eid for eid in self._published if eid[:12] not in keep]:
             self._published.pop(eid, None)
         return sorted({e.endpoint_id for e in stale})
+
+
+def _family(host_ip: str) -> int:
+    """The address family of a published port's host address ("" is IPv4's every one)."""
+    return 4 if not host_ip else ipaddress.ip_address(host_ip).version

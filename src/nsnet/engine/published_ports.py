@@ -24,7 +24,7 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,6 +50,9 @@ class PortRequest:
     host_ip: str
     host_low: int
     host_high: int
+    # 0: no host address given, every family the endpoint has (Docker's dual stack);
+    # 4 or 6: that family only (``0.0.0.0``, ``::`` or one address).
+    family: int = 0
 
 
 def split_port_key(key: str) -> tuple[int, str]:
@@ -87,7 +90,8 @@ def requests_of(c: Container) -> list[PortRequest]:
         bound.add(f"{port}/{proto}")
         for b in c.port_bindings[key] or [{}]:
             lo, hi = host_port_range(b.get("HostPort", ""))
-            out.append(PortRequest(proto, port, _host_ip(b.get("HostIp", "")), lo, hi))
+            host_ip, family = _host_ip(b.get("HostIp", ""))
+            out.append(PortRequest(proto, port, host_ip, lo, hi, family))
     if c.publish_all_ports:
         for key in sorted(c.exposed_ports, key=_key_order):
             port, proto = split_port_key(key)
@@ -103,19 +107,32 @@ def _key_order(key: str) -> tuple[int, str]:
         return 0, key
 
 
-def _host_ip(value: str) -> str:
-    """"" for every address; ``0.0.0.0`` is the same thing. IPv6 host addresses wait for the
-    dual-stack work (the firewall's ``ports6`` maps are its hook)."""
-    if value in ("", "0.0.0.0"):
-        return ""
+def _host_ip(value: str) -> tuple[str, int]:
+    """(host address as stored, family): ``""`` is every address of every family (0),
+    ``0.0.0.0`` every IPv4 address (stored as "", as before IPv6), ``::`` every IPv6 one.
+    ``::1`` is refused: the kernel will not route a packet from ::1 out of the host's loopback
+    (IPv6 has no ``route_localnet``), so only a proxy could serve it, and nsnet runs none."""
+    if value == "":
+        return "", 0
     try:
-        ip = ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value.removeprefix("[").removesuffix("]"))
     except ValueError:
         raise Invalid(f"invalid IP address: {value}") from None
-    if ip.version != 4:
-        raise Invalid(f"publishing on an IPv6 host address ({value}) is not supported by "
-                      "nsnet yet")
-    return str(ip)
+    if ip.version == 4:
+        return ("" if ip.is_unspecified else str(ip)), 4
+    if ip.is_loopback:
+        raise Invalid("publishing on ::1 is not supported: the kernel cannot DNAT from the "
+                      "IPv6 loopback address without a proxy process (use [::] or 127.0.0.1)")
+    return str(ip), 6
+
+
+def _ip_family(host_ip: str) -> int:
+    """The family of a stored host address ("" is IPv4's every address)."""
+    return 4 if host_ip == "" else ipaddress.ip_address(host_ip).version
+
+
+def _wildcard(family: int) -> str:
+    return "" if family == 4 else "::"
 
 
 def wants_ports(c: Container) -> bool:
@@ -148,13 +165,17 @@ SocketKey = tuple[str, str, int]  # (protocol, host_ip or "", host port)
 
 def _bind(proto: str, host_ip: str, port: int) -> socket.socket:
     """A socket holding ``host_ip:port`` (0: the kernel picks from ip_local_port_range)."""
+    v6 = _ip_family(host_ip) == 6
+    af = socket.AF_INET6 if v6 else socket.AF_INET
     if proto == "tcp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(af, socket.SOCK_STREAM)
     elif proto == "udp":
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(af, socket.SOCK_DGRAM)
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_SEQPACKET, socket.IPPROTO_SCTP)
+        s = socket.socket(af, socket.SOCK_SEQPACKET, socket.IPPROTO_SCTP)
     try:
+        if v6:  # [::] holds the IPv6 port only: the IPv4 one is held by its own socket
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((host_ip or "0.0.0.0", port))
         if proto != "udp":
             s.listen(1)
@@ -165,8 +186,14 @@ def _bind(proto: str, host_ip: str, port: int) -> socket.socket:
 
 
 def already_allocated(host_ip: str, port: int) -> Conflict:
-    return Conflict(f"Bind for {host_ip or '0.0.0.0'}:{port} failed: port is already "
-                    "allocated")
+    return Conflict(f"Bind for {_shown(host_ip)}:{port} failed: port is already allocated")
+
+
+def _shown(host_ip: str) -> str:
+    """An address as Docker prints it before ``:port``."""
+    if host_ip == "":
+        return "0.0.0.0"
+    return f"[{host_ip}]" if ":" in host_ip else host_ip
 
 
 class Reservations:
@@ -177,9 +204,13 @@ class Reservations:
 
     def taken(self, proto: str, host_ip: str, port: int) -> bool:
         """Ours already, on that address or on every address (a wildcard covers all)."""
-        if (proto, host_ip, port) in self.held or (proto, "", port) in self.held:
-            return True
-        return host_ip == "" and any(k[0] == proto and k[2] == port for k in self.held)
+        fam = _ip_family(host_ip)
+        wild = _wildcard(fam)
+        for p, ip, n in self.held:
+            if p == proto and n == port and _ip_family(ip) == fam and (
+                    ip in (host_ip, wild) or host_ip == wild):
+                return True
+        return False
 
     def reserve(self, r: PortRequest) -> int:
         """The host port now held for ``r``; Conflict when none of its range is free."""
@@ -194,7 +225,7 @@ class Reservations:
                     return port
                 s.close()
             raise Conflict("no free host port for "
-                           f"{r.host_ip or '0.0.0.0'}::{r.container_port}/{r.protocol}")
+                           f"{_shown(r.host_ip)}::{r.container_port}/{r.protocol}")
         for port in range(r.host_low, r.host_high + 1):
             if self.taken(r.protocol, r.host_ip, port):
                 continue
@@ -204,7 +235,40 @@ class Reservations:
                 return port
         if r.host_low == r.host_high:
             raise already_allocated(r.host_ip, r.host_low)
-        raise Conflict(f"Bind for {r.host_ip or '0.0.0.0'}:{r.host_low}-{r.host_high} "
+        raise Conflict(f"Bind for {_shown(r.host_ip)}:{r.host_low}-{r.host_high} "
+                       "failed: port is already allocated")
+
+    def reserve_same(self, rs: Sequence[PortRequest]) -> int:
+        """One host port held for every one of ``rs`` (one binding's families): Docker gives
+        ``0.0.0.0:P`` and ``[::]:P`` the same ``P``. Conflict when no port of the range is
+        free in them all; nothing is left held then."""
+        first, rest = rs[0], list(rs[1:])
+        if not rest:
+            return self.reserve(first)
+        if first.host_low == 0:
+            candidates: Iterable[int] = (0 for _ in range(16))
+        else:
+            candidates = range(first.host_low, first.host_high + 1)
+        for want in candidates:
+            try:
+                port = self.reserve(dataclasses.replace(first, host_low=want, host_high=want))
+            except Conflict:
+                continue
+            got: list[PortRequest] = []
+            try:
+                for r in rest:
+                    self.reserve(dataclasses.replace(r, host_low=port, host_high=port))
+                    got.append(r)
+                return port
+            except Conflict:
+                for r in [first, *got]:
+                    self.release(r.protocol, r.host_ip, port)
+        if first.host_low == 0:
+            raise Conflict(f"no free host port for [::]::{first.container_port}/"
+                           f"{first.protocol} on IPv4 and IPv6 alike")
+        if first.host_low == first.host_high:
+            raise already_allocated(first.host_ip, first.host_low)
+        raise Conflict(f"Bind for {_shown(first.host_ip)}:{first.host_low}-{first.host_high} "
                        "failed: port is already allocated")
 
     @staticmethod
@@ -257,6 +321,18 @@ def mapping_of(p: dict[str, Any]) -> PortMapping:
                        host_port=int(p["host_port"]), host_ip=str(p.get("host_ip", "")))
 
 
+def for_families(r: PortRequest, families: Sequence[int], network: str) -> list[PortRequest]:
+    """``r`` once per address family it publishes on: a request without a host address on
+    every family the endpoint has (IPv4 as "", IPv6 as "::"), one with an address on its own
+    family, refused when the endpoint has no address of that family."""
+    if r.family == 0:
+        return [dataclasses.replace(r, host_ip=_wildcard(f), family=f) for f in families]
+    if r.family not in families:
+        raise Invalid(f"cannot publish on {_shown(r.host_ip or '0.0.0.0')}: the container has "
+                      f"no IPv{r.family} address on network {network}")
+    return [r]
+
+
 class PublishedPorts:
     """Publishes a running container's ports on its gateway endpoint's network."""
 
@@ -294,14 +370,17 @@ class PublishedPorts:
             return
         a, net, drv = self._target(c)
         assert a.endpoint is not None
-        default_ip = _host_ip(net.options.get(OPT_HOST_BINDING) or "")
+        families = [f for f, addr in ((4, a.endpoint.ipv4), (6, a.endpoint.ipv6)) if addr]
+        default_ip, default_family = _host_ip(net.options.get(OPT_HOST_BINDING) or "")
         mappings: list[PortMapping] = []
         for r in requests_of(c):
-            if not r.host_ip and default_ip:
-                r = dataclasses.replace(r, host_ip=default_ip)
-            port = self.reservations.reserve(r)
-            undo.push(self.reservations.release, r.protocol, r.host_ip, port)
-            mappings.append(PortMapping(r.protocol, r.container_port, port, r.host_ip))
+            if r.family == 0 and default_family:
+                r = dataclasses.replace(r, host_ip=default_ip, family=default_family)
+            group = for_families(r, families, net.name)
+            port = self.reservations.reserve_same(group)
+            for g in group:
+                undo.push(self.reservations.release, g.protocol, g.host_ip, port)
+                mappings.append(PortMapping(g.protocol, g.container_port, port, g.host_ip))
         drv.publish(net, a.endpoint, mappings)
         undo.push(drv.unpublish, net, a.endpoint, mappings)
         c.ports = [{"protocol": m.protocol, "container_port": m.container_port,

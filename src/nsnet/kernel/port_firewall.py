@@ -45,7 +45,8 @@ COMMENT_PREFIX = "nsnet ep "
 @dataclass(frozen=True)
 class PortRule:
     """One published port as the firewall writes it: ``host_ip:host_port/proto`` reaches
-    ``address:container_port``. ``host_ip`` "" is every address of the host."""
+    ``address:container_port``. ``host_ip`` "" (or ``0.0.0.0``, ``::``) is every address of
+    the host in the family of ``address``."""
 
     protocol: str
     host_ip: str
@@ -157,7 +158,7 @@ def _check(ep: EndpointPorts) -> None:
 
 def _key(r: PortRule) -> tuple[str, str]:
     """(map suffix, key) of a rule's element."""
-    if r.host_ip:
+    if r.host_ip and not ipaddress.ip_address(r.host_ip).is_unspecified:
         return "_ip", f"{r.host_ip} . {r.protocol} . {r.host_port}"
     return "", f"{r.protocol} . {r.host_port}"
 
