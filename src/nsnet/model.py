@@ -193,6 +193,10 @@ class Container:
     domainname: str = ""
     user: str = ""
     tty: bool = False
+    # ``docker run -i``: the process's stdin is a pipe the daemon writes attached input to;
+    # ``stdin_once``: closed when the first attached client's input ends.
+    open_stdin: bool = False
+    stdin_once: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     network_mode: str = "bridge"  # bridge | host | none | <network name or id>
     # Ordered: insertion order is the connect order, which gives eth0, eth1, ...

@@ -184,3 +184,23 @@ def test_a_tty_containers_output_is_raw_in_run_logs_and_attach(daemon: Daemon) -
     api = daemon.client()
     assert api.containers.inspect("rawtty")["Config"]["Tty"] is True
     daemon.docker("rm", "rawtty")
+
+
+def test_docker_run_i_without_a_tty_feeds_stdin_and_ends_with_it(daemon: Daemon) -> None:
+    """``echo ... | docker run -i --rm busybox ...``: OpenStdin gives the process a pipe the
+    attached input goes to; StdinOnce closes it when the client's input ends."""
+    p = daemon.docker("run", "-i", "--rm", "busybox", "sh", "-c",
+                      "while read x; do echo got:$x; done; echo end", input="one\ntwo\n",
+                      timeout=60)
+    assert p.stdout == "got:one\ngot:two\nend\n", p
+    p = daemon.docker("run", "-i", "--rm", "busybox", "cat", input="", timeout=60)
+    assert p.returncode == 0 and p.stdout == ""
+    # Without -i the process reads an empty stdin, as before.
+    p = daemon.docker("run", "--rm", "busybox", "sh", "-c", "cat; echo done", input="x\n",
+                      timeout=60)
+    assert p.stdout == "done\n"
+    inspect = daemon.docker("create", "-i", "--name", "openin", "busybox", "cat").stdout
+    assert inspect.strip()
+    cfg = daemon.client().containers.inspect("openin")["Config"]
+    assert cfg["OpenStdin"] is True and cfg["StdinOnce"] is True  # as the docker CLI sent them
+    daemon.docker("rm", "openin")

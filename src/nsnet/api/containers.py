@@ -96,6 +96,8 @@ def container_create(b: dict[str, Any], name: str) -> ContainerCreate:
         hostname=hostname(b.get("Hostname")),
         domainname=hostname(b.get("Domainname"), "Domainname"),
         user=as_str(b.get("User"), "User"), tty=as_bool(b.get("Tty"), "Tty"),
+        open_stdin=as_bool(b.get("OpenStdin"), "OpenStdin"),
+        stdin_once=as_bool(b.get("StdinOnce"), "StdinOnce"),
         labels=as_str_dict(b.get("Labels"), "Labels"), network_mode=mode,
         endpoints=endpoints, dns=nameserver_list(hc.get("Dns"), "HostConfig.Dns"),
         dns_search=word_list(hc.get("DnsSearch"), "HostConfig.DnsSearch"),
@@ -256,8 +258,8 @@ def _register_output(router: Router, backend: Backend) -> None:
     async def attach(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
-        # stdin=1: the connection's input is taken from aiohttp's request parser either way;
-        # only a TTY container has somewhere to put it (README: without a TTY stdin is empty).
+        # stdin=1: the connection's input goes to the container's terminal, or to its stdin
+        # pipe when it was created with OpenStdin; otherwise it is read and dropped.
         source = InputSink(req, raw=c.tty) if qbool(req, "stdin") else None
         resp = await hijack(req, tty=c.tty)
         sink = source.start(resp) if source else sink_to(resp, raw=c.tty)

@@ -24,7 +24,7 @@ from nsnet.engine.ports import Images, Runtime
 from nsnet.engine.published_ports import PublishedPorts, check_request
 from nsnet.engine.registry import NAME_RE, ContainerWaiters, Readers, Registry
 from nsnet.engine.sandboxes import SandboxService, validate_endpoint_request
-from nsnet.engine.sessions import Terminals, tty_env
+from nsnet.engine.sessions import StdinPipes, Terminals, tty_env
 from nsnet.engine.shared_netns import check_create, joined_ref, resolve_owner
 from nsnet.engine.undo import Undo
 from nsnet.errors import Conflict, Invalid, NotFound, NotModified, Unavailable
@@ -55,6 +55,8 @@ class ContainerCreate:
     domainname: str = ""
     user: str = ""
     tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     network_mode: str = "bridge"
     # Ordered: the NetworkMode network first, as Docker connects it first (eth0).
@@ -202,7 +204,8 @@ class ContainerService:
             created=now_rfc3339(), cmd=req.cmd if req.cmd is not None else list(image.cmd),
             entrypoint=req.entrypoint, env=list(image.env) + req.env,
             working_dir=req.working_dir, hostname=req.hostname or cid[:12],
-            domainname=req.domainname, user=req.user, tty=req.tty, labels=dict(req.labels),
+            domainname=req.domainname, user=req.user, tty=req.tty,
+            open_stdin=req.open_stdin, stdin_once=req.stdin_once, labels=dict(req.labels),
             network_mode=mode, attachments=attachments, dns=req.dns,
             dns_search=req.dns_search, dns_options=req.dns_options,
             extra_hosts=req.extra_hosts, links=req.links, auto_remove=req.auto_remove,
@@ -255,6 +258,10 @@ class ContainerService:
                      "/etc/hostname": etc / "hostname"},
                 )
                 crash_point("start.sandbox_ready")
+                if c.open_stdin and not c.tty:
+                    if not isinstance(self.runc, StdinPipes):
+                        raise Invalid("this runtime gives a container no stdin (OpenStdin)")
+                    self.runc.open_stdin(c.id)
                 pid = await self.runc.start(c.id)
                 crash_point("start.runc_started")
             except BaseException as e:

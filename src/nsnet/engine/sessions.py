@@ -57,6 +57,18 @@ class Terminals(Protocol):
     ) -> InteractiveExec: ...
 
 
+@runtime_checkable
+class StdinPipes(Protocol):
+    """The runtime's optional stdin ability for containers without a TTY (``docker run
+    -i``): a pipe the daemon writes attached input to."""
+
+    def open_stdin(self, cid: str) -> None: ...
+
+    def stdin(self, cid: str) -> Console | None: ...
+
+    def close_stdin(self, cid: str) -> None: ...
+
+
 @dataclass
 class ExecConfig:
     """A validated ``POST /containers/{id}/exec`` body."""
@@ -349,7 +361,7 @@ class Sessions:
         offsets = self.log_sizes(c)
         self.readers.add(c.id)
         feeder = None
-        if isinstance(sink, InputSink) and c.tty:
+        if isinstance(sink, InputSink) and (c.tty or c.open_stdin):
             feeder = asyncio.ensure_future(self._feed_container(c, sink))
         try:
             while self.registry.containers.get(c.id) is not None and \
@@ -364,15 +376,31 @@ class Sessions:
                     await feeder
 
     async def _feed_container(self, c: Container, source: InputSink) -> None:
-        """Attached input to a TTY container's terminal. A foreground ``run -it`` attaches
-        before the start, so input waits here (one chunk held) for the terminal to exist."""
+        """Attached input to a TTY container's terminal, or to the stdin pipe of one started
+        with ``OpenStdin``. A foreground ``run -i`` attaches before the start, so input
+        waits here (one chunk held) for the terminal or pipe to exist. When the client's
+        input ends, a ``StdinOnce`` container's stdin is closed (``echo x | docker run -i
+        busybox cat`` ends)."""
         while data := await source.read_input():
-            while (console := self._console_of(c)) is None:
+            while (target := self._input_of(c)) is None:
                 cur = self.registry.containers.get(c.id)
                 if cur is None or cur.state.status not in ("created", "running"):
                     return
                 await asyncio.sleep(0.01)
-            await console.write(data)
+            await target.write(data)
+        if c.stdin_once and not c.tty and isinstance(self.runc, StdinPipes):
+            # Input may end before the start (an empty stdin): wait for the pipe to close it.
+            while self.runc.stdin(c.id) is None:
+                cur = self.registry.containers.get(c.id)
+                if cur is None or cur.state.status not in ("created", "running"):
+                    return
+                await asyncio.sleep(0.01)
+            self.runc.close_stdin(c.id)
+
+    def _input_of(self, c: Container) -> Console | None:
+        if c.tty:
+            return self._console_of(c)
+        return self.runc.stdin(c.id) if isinstance(self.runc, StdinPipes) else None
 
     def _console_of(self, c: Container) -> Console | None:
         return self.runc.console(c.id) if isinstance(self.runc, Terminals) else None

@@ -114,6 +114,9 @@ class Runc:
         # Containers prepared with a terminal, and the pty masters of those running.
         self._tty: set[str] = set()
         self.consoles: dict[str, Console] = {}
+        # ``docker run -i`` without a TTY: the write end of the container's stdin pipe.
+        self.stdins: dict[str, Console] = {}
+        self._want_stdin: set[str] = set()
         self._console_copies: dict[str, asyncio.Task[None]] = {}
 
     # ---- files (``bundles``) -----------------------------------------------------------
@@ -197,12 +200,24 @@ class Runc:
         if cid in self._tty:
             console_sock = listen_console_socket(console_path)
             console_args = ["--console-socket", str(console_path)]
+        self.close_stdin(cid)
+        stdin_r = None
+        if cid in self._want_stdin and cid not in self._tty:
+            self._want_stdin.discard(cid)
+            stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+            self.stdins[cid] = Console(stdin_w)  # only ever written
         try:
-            pid = await self._run_detached(cid, bundle, out_path, err_path, pid_file, runc_log,
-                                           console_args)
+            try:
+                pid = await self._run_detached(cid, bundle, out_path, err_path, pid_file,
+                                               runc_log, console_args, stdin_r)
+            except BaseException:
+                self.close_stdin(cid)
+                raise
             if console_sock is not None:
                 self._keep_console(cid, Console(take_master_now(console_sock)), out_path)
         finally:
+            if stdin_r is not None:
+                os.close(stdin_r)  # the container holds its own copy now
             if console_sock is not None:
                 console_sock.close()
                 with contextlib.suppress(FileNotFoundError):
@@ -222,12 +237,27 @@ class Runc:
         self._console_copies[cid] = asyncio.create_task(
             copy_to_file(console, out_path, PRIVATE_FILE_MODE))
 
+    def open_stdin(self, cid: str) -> None:
+        """The next ``start`` of ``cid`` gives its process a stdin pipe (``stdin``)."""
+        self._want_stdin.add(cid)
+
+    def stdin(self, cid: str) -> Console | None:
+        """The write end of a running container's stdin pipe (None without one)."""
+        return self.stdins.get(cid)
+
+    def close_stdin(self, cid: str) -> None:
+        """End of input for the container (``StdinOnce``, or it went away)."""
+        pipe = self.stdins.pop(cid, None)
+        if pipe is not None:
+            pipe.close()
+
     def console(self, cid: str) -> Console | None:
         """The pty master of a running TTY container (None without a terminal)."""
         return self.consoles.get(cid)
 
     def _drop_console(self, cid: str) -> None:
         """The output still in the pty goes to the log, then the master is closed."""
+        self.close_stdin(cid)
         self._tty.discard(cid)
         console = self.consoles.pop(cid, None)
         task = self._console_copies.pop(cid, None)
@@ -240,7 +270,8 @@ class Runc:
             task.cancel()
 
     async def _run_detached(self, cid: str, bundle: Path, out_path: Path, err_path: Path,
-                            pid_file: Path, runc_log: Path, console_args: list[str]) -> int:
+                            pid_file: Path, runc_log: Path, console_args: list[str],
+                            stdin_fd: int | None = None) -> int:
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -271,7 +302,7 @@ class Runc:
                 "--bundle",
                 str(bundle),
                 cid,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.DEVNULL if stdin_fd is None else stdin_fd,
                 stdout=out_fd,
                 stderr=err_fd,
             )
