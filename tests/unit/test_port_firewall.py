@@ -477,4 +477,9 @@ def test_the_ipv6_loopback_is_refused_with_the_reason() -> None:
     c = _container(port_bindings={"80/tcp": [{"HostIp": "::1", "HostPort": "8080"}]})
     with pytest.raises(Invalid, match="::1 is not supported: the kernel cannot DNAT"):
         check_request(c, [])
+    c.port_bindings = {"80/tcp": [{"HostIp": "fe80::1", "HostPort": "8080"}]}
+    with pytest.raises(Invalid, match="link-local address fe80::1 is not supported"):
+        check_request(c, [])
+    # The dead rule is not written: no masquerade for a ::1 source.
+    assert "::1" not in chains_plan((4, 6)) and "127.0.0.0/8" in chains_plan((4, 6))
 

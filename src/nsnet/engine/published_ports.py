@@ -123,6 +123,9 @@ def _host_ip(value: str) -> tuple[str, int]:
     if ip.is_loopback:
         raise Invalid("publishing on ::1 is not supported: the kernel cannot DNAT from the "
                       "IPv6 loopback address without a proxy process (use [::] or 127.0.0.1)")
+    if ip.is_link_local:  # the DNATed packet would leave with a link-local source: dropped
+        raise Invalid(f"publishing on the link-local address {ip} is not supported: the "
+                      "kernel cannot DNAT it to a container without a proxy process")
     return str(ip), 6
 
 

@@ -26,6 +26,11 @@ over the bridge, from an address the client did not talk to. Traffic from the ho
 bridge (the kernel otherwise drops a 127/8 source leaving a non-loopback link); the driver sets
 it. External clients are not masqueraded, so the container sees the real client address.
 The forward chain of the target network accepts ``ct status dnat`` (kernel/firewall.py).
+
+IPv6 (``ports6``, ``ports6_ip``, ``hairpin6``) is the same but for the host's own loopback:
+a connection from ``::1`` is DNATed and masqueraded alike, yet the kernel never delivers it
+(there is no ``route_localnet`` for IPv6; moby serves ``[::1]`` only with its userland proxy),
+so there is no ``::1`` masquerade rule and ``-p [::1]:...`` is refused by the engine.
 """
 
 from __future__ import annotations
@@ -131,9 +136,9 @@ def chains_plan(families: tuple[int, ...]) -> str:
                      f"map @{anymap}")
         lines.append(f"add rule {TABLE} ports_post ct status dnat {word} saddr . {word} daddr "
                      f"@{hairpin} masquerade")
-        loopback = "127.0.0.0/8" if family == 4 else "::1"
-        lines.append(f"add rule {TABLE} ports_post ct status dnat {word} saddr {loopback} "
-                     "masquerade")
+        if family == 4:  # IPv6 has no route_localnet: a ::1 source never leaves by a bridge
+            lines.append(f"add rule {TABLE} ports_post ct status dnat ip saddr 127.0.0.0/8 "
+                         "masquerade")
     return "\n".join(lines) + "\n"
 
 
