@@ -483,3 +483,33 @@ def test_the_ipv6_loopback_is_refused_with_the_reason() -> None:
     # The dead rule is not written: no masquerade for a ::1 source.
     assert "::1" not in chains_plan((4, 6)) and "127.0.0.0/8" in chains_plan((4, 6))
 
+
+
+def test_reconcile_holds_both_families_again_and_republishes_them() -> None:
+    svc, rules, c = _dual_world()
+    svc.publish(c, Undo())
+    svc.registry.containers[c.id] = c
+    svc.reservations.close()  # a daemon restart: the sockets died with the process
+    report: dict[str, object] = {}
+    svc.reconcile(report)
+    [port] = {p["host_port"] for p in c.ports}
+    assert set(svc.reservations.held) == {("tcp", "", port), ("tcp", "::", port)}
+    assert svc.reservations.held[("tcp", "::", port)].family == socket.AF_INET6
+    assert f"ports6 {{ tcp . {port} " in rules.plans[-1]
+    svc.unpublish(c)
+
+
+def test_a_host_binding_default_of_0_0_0_0_keeps_dual_stack() -> None:
+    """``host_binding_ipv4=0.0.0.0`` is moby's default spelled out: still both families;
+    an IPv4 address there makes the ports IPv4-only (there is no IPv6 default to use)."""
+    svc, rules, c = _dual_world()
+    net = svc.registry.networks[c.attachments[0].network_id]
+    net.options["com.docker.network.bridge.host_binding_ipv4"] = "0.0.0.0"
+    svc.publish(c, Undo())
+    assert sorted(p["host_ip"] for p in c.ports) == ["", "::"]
+    svc.unpublish(c)
+    net.options["com.docker.network.bridge.host_binding_ipv4"] = "127.0.0.1"
+    svc.publish(c, Undo())
+    assert [p["host_ip"] for p in c.ports] == ["127.0.0.1"]
+    assert "ports4_ip { 127.0.0.1 . tcp" in rules.plans[-1] and "ports6" not in rules.plans[-1]
+    svc.unpublish(c)

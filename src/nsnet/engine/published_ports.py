@@ -377,7 +377,7 @@ class PublishedPorts:
         default_ip, default_family = _host_ip(net.options.get(OPT_HOST_BINDING) or "")
         mappings: list[PortMapping] = []
         for r in requests_of(c):
-            if r.family == 0 and default_family:
+            if r.family == 0 and default_ip:  # 0.0.0.0 there is no default: dual stack
                 r = dataclasses.replace(r, host_ip=default_ip, family=default_family)
             group = for_families(r, families, net.name)
             port = self.reservations.reserve_same(group)
