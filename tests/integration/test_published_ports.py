@@ -439,6 +439,7 @@ def test_dual_stack_publishes_on_both_families(daemon: Daemon, lan: TestHost,
     assert talk(daemon.host.path, HOST_LAN_IP6, 8080) == f"from {HOST_LAN_IP6}"
     other = run(c, network="pub6", name="other")
     assert talk(sandbox(c, other), HOST_LAN_IP6, 8080) == "from fd00:72::1"
+    assert talk(web_ns, HOST_LAN_IP6, 8080) == "from fd00:72::1"  # its own port, over IPv6
     # ::1 is not DNATed to the container (the kernel drops a ::1 source leaving by a bridge):
     # nothing answers there, and asking for it is refused with the reason.
     assert talk(daemon.host.path, "::1", 8080).startswith("failed")
@@ -457,6 +458,9 @@ def test_dual_stack_publishes_on_both_families(daemon: Daemon, lan: TestHost,
     assert daemon.cli("port", "web").stdout.splitlines() == [
         "53/udp -> 0.0.0.0:5353", "53/udp -> [::]:5353", "80/tcp -> 0.0.0.0:8080",
         "80/tcp -> [::]:8080", f"443/tcp -> [{HOST_LAN_IP6}]:8443"]
+    ps = daemon.docker("ps", "--filter", "name=web", "--format", "{{.Ports}}").stdout
+    assert "0.0.0.0:8080->80/tcp" in ps and "[::]:8080->80/tcp" in ps
+    assert "[::]:8080->80/tcp" in daemon.cli("ps").stdout
     # Both families' ports are held, and a second container cannot have them.
     assert not can_bind(daemon, 8080, family=6) and not can_bind(daemon, 8080)
     assert not can_bind(daemon, 5353, "udp", family=6)
