@@ -151,3 +151,24 @@ def test_link_local_ips_on_run_connect_and_inspect(daemon: Daemon) -> None:
     assert p.returncode != 0 and "--ipv6" in p.stderr, p.stderr
     d.docker("rm", "-f", "llc")
     d.docker("network", "rm", "ll1", "ll2")
+
+
+def test_gw_priority_through_the_docker_cli(daemon: Daemon) -> None:
+    """``docker run --network name=..,gw-priority=N`` and ``network connect --gw-priority``
+    (API 1.48): the highest priority gives the default route, at start and at run time."""
+    d = daemon
+    d.docker("network", "create", "--subnet", "10.65.0.0/24", "gpa")
+    d.docker("network", "create", "--subnet", "10.66.0.0/24", "gpb")
+    d.docker("network", "create", "--subnet", "10.67.0.0/24", "gpc")
+    d.docker("run", "-d", "--name", "prio", "--network", "gpa",
+             "--network", "name=gpb,gw-priority=5", "busybox", "sleep", "3600")
+    assert default_routes(d, "prio") == ["default via 10.66.0.1 dev eth0"]
+    d.docker("network", "connect", "--gw-priority", "9", "gpc", "prio")
+    assert default_routes(d, "prio") == ["default via 10.67.0.1 dev eth2"]
+    prio = d.client().containers.inspect("prio")["NetworkSettings"]["Networks"]["gpc"]
+    assert prio["GwPriority"] == 9
+    d.docker("network", "disconnect", "gpc", "prio")
+    assert default_routes(d, "prio") == ["default via 10.66.0.1 dev eth0"]
+    d.docker("rm", "-f", "prio")
+    for n in ("gpa", "gpb", "gpc"):
+        d.docker("network", "rm", n)
