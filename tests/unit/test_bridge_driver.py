@@ -7,6 +7,7 @@ import pytest
 from nsnet.drivers.base import Sandbox
 from nsnet.drivers.bridge import BridgeDriver
 from nsnet.errors import SystemError_, Unavailable
+from nsnet.kernel.port_firewall import FakePortRules
 from nsnet.model import Endpoint, IPAMPool, Network
 from nsnet.testing.fake_kernel import FakeKernel
 
@@ -106,3 +107,13 @@ def test_stale_ports_are_the_unowned_veths_on_our_bridge(kernel: FakeKernel) -> 
     assert ep.host_ifname is not None
     assert drv.stale_ports(net, {ep.host_ifname}) == []
     assert drv.stale_ports(net, set()) == [ep.host_ifname]
+
+
+def test_over_the_fake_kernel_the_port_firewall_is_the_fakes() -> None:
+    """Unit tests run in the machine's own namespace: a bridge driver over the fake kernel
+    must never build a real port firewall (it wrote ``inet nsnet`` into the machine's
+    ruleset at the first published port or reconcile)."""
+    k = FakeKernel()
+    drv = BridgeDriver(k)
+    assert isinstance(k.ports, FakePortRules)
+    assert drv._port_rules() is k.ports

@@ -11,7 +11,7 @@ from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError, Unavailable
 from nsnet.kernel.api import Kernel
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.links import random_veth_name
-from nsnet.kernel.port_firewall import EndpointPorts, PortFirewall, PortRule, PortRules
+from nsnet.kernel.port_firewall import EndpointPorts, PortRule, PortRules
 from nsnet.model import Endpoint, Network
 
 OPT_NAME = "com.docker.network.bridge.name"
@@ -91,8 +91,8 @@ class BridgeDriver:
 
     def __init__(self, kernel: Kernel, ports: PortRules | None = None) -> None:
         self.kernel = kernel
-        # Published ports (issue 12): made on first use, so a daemon that publishes nothing
-        # never writes the port maps; tests hand in kernel.port_firewall.FakePortRules.
+        # Published ports (issue 12): the kernel's port firewall (a fake in unit tests, so
+        # none writes the machine's own firewall), unless a test hands in its own.
         self._ports = ports
         self._published: dict[str, tuple[str, tuple[PortMapping, ...]]] = {}
         self._localnet: set[str] = set()
@@ -328,9 +328,7 @@ class BridgeDriver:
     # -- published ports (PublishesPorts; issue 12) --------------------------------------
 
     def _port_rules(self) -> PortRules:
-        if self._ports is None:
-            self._ports = PortFirewall(families=(4, 6))
-        return self._ports
+        return self._ports if self._ports is not None else self.kernel.ports
 
     @staticmethod
     def _endpoint_ports(net: Network, ep: Endpoint,

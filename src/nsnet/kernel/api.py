@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
 from nsnet.kernel.firewall import NetworkFirewall
+from nsnet.kernel.port_firewall import PortRules
 
 T = TypeVar("T")
 
@@ -241,6 +242,12 @@ class Kernel(Protocol):
 
     @property
     def overlays(self) -> Overlays: ...
+
+    @property
+    def ports(self) -> PortRules:
+        """Published ports' maps in this (the daemon's) namespace; a fake in unit tests, so
+        no test without a daemon namespace writes the machine's own firewall."""
+        ...
 
     @property
     def netns_dir(self) -> Path:

@@ -22,6 +22,7 @@ from nsnet.kernel.firewall import Firewall
 from nsnet.kernel.links import LinkReaper, Links
 from nsnet.kernel.netns import NamespaceThread
 from nsnet.kernel.overlays import HostOverlays
+from nsnet.kernel.port_firewall import PortFirewall
 from nsnet.kernel.routes import RouteWatcher
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class HostKernel:
         self.links = Links(IPRoute())
         self.ns = NamespaceThread()
         self.firewall = Firewall()
+        # Writes nothing until the first port is published (PortFirewall.ensure_base).
+        self.ports = PortFirewall(families=(4, 6))
         self.reaper = LinkReaper()
         self.routes = RouteWatcher()
         self.announcer = Announcer()
@@ -71,6 +74,7 @@ class HostKernel:
         self.routes.close()
         self.reaper.close()
         self.firewall.close()
+        self.ports.close()
         self.ns.close()
         self.links.close()
 

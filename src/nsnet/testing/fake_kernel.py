@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TypeVar
 from nsnet.errors import Invalid, NsnetError
 from nsnet.kernel.dying import DyingNames
 from nsnet.kernel.firewall import NetworkFirewall
+from nsnet.kernel.port_firewall import FakePortRules
 from nsnet.testing.fake_links import HOST, FakeLink, FakeLinks, KernelState
 from nsnet.testing.fake_overlays import FakeOverlays
 
@@ -176,6 +177,7 @@ class FakeKernel:
         self.links = FakeLinks(self.state, HOST)
         self.ns = FakeNamespaces(self)
         self.firewall = FakeFirewall(self.state)
+        self.ports = FakePortRules()
         self.reaper = FakeReaper(self.links, deferred_deletes)
         self.routes = FakeRoutes()
         self.announcer = FakeAnnouncer()
