@@ -328,7 +328,9 @@ async def history(kv: EtcdKV, prefix: str, start: int, end: int) -> list[WatchEv
     out: list[WatchEvent] = []
     watch: AsyncIterator[list[WatchEvent]] = kv.watch(prefix, start)
     while not out or out[-1].kv.mod_revision < end:
-        out += await asyncio.wait_for(anext(watch), 10)
+        # Room for the client's failover: a member just resumed from SIGSTOP may hold the
+        # stream until the quiet-stream probe moves it (seen once past 10 s on a loaded CI).
+        out += await asyncio.wait_for(anext(watch), 30)
     await close_watch(watch)
     return out
 
