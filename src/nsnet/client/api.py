@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, Literal, Self, overload
 
 from nsnet.client.errors import APIError, ClientError
 from nsnet.client.transport import (
@@ -30,15 +30,33 @@ JSONDict = dict[str, Any]
 JSONList = list[JSONDict]
 
 
-class PendingWait:
+class _OpenResponse:
+    """A response read after the call returns; closing it (or leaving ``with``) ends it."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PendingWait(_OpenResponse):
     """A `wait` whose headers arrived: the daemon is now watching, so `start` cannot race it.
 
     `docker run` relies on this order (wait before start); the body (the exit status) is read
     only once the output has ended.
     """
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
     def result(self, timeout: float | None = None) -> JSONDict:
         sock = self.response.conn.sock
@@ -53,19 +71,6 @@ class PendingWait:
             raise ClientError(f"unexpected wait response: {data!r}")
         return data
 
-    def close(self) -> None:
-        self.response.close()
-
-    def __enter__(self) -> PendingWait:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _Section:
@@ -345,13 +350,10 @@ def _json_messages(content_type: str, content: bytes) -> JSONList:
     return messages
 
 
-class EventStream:
+class EventStream(_OpenResponse):
     """``GET /events`` as it arrives: one message (a dict) per JSON line, read a line at a
     time so each event shows up while it happens. Ends when the daemon ends the stream
     (``until`` reached); close it (or use ``with``) to stop following early."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
 
     def __iter__(self) -> Iterator[JSONDict]:
         try:
@@ -368,19 +370,6 @@ class EventStream:
         finally:
             self.close()
 
-    def close(self) -> None:
-        self.response.close()
-
-    def __enter__(self) -> EventStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Client:
