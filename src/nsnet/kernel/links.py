@@ -50,13 +50,17 @@ def _kernel_error(e: NetlinkError, what: str) -> Exception:
 IFA_F_NODAD = 0x02
 
 
-def _disable_ipv6(name: str) -> None:
+def _ipv6_conf(name: str, key: str, value: str) -> None:
     """Through /proc/sys of the calling thread's namespace (the daemon's own)."""
     try:
-        with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6", "w") as f:
-            f.write("1")
+        with open(f"/proc/sys/net/ipv6/conf/{name}/{key}", "w") as f:
+            f.write(value)
     except OSError:
         pass  # no IPv6 in this kernel or namespace: nothing to switch off
+
+
+def _disable_ipv6(name: str) -> None:
+    _ipv6_conf(name, "disable_ipv6", "1")
 
 KIND_FEATURE = {
     "macvlan": "macvlan links (CONFIG_MACVLAN)",
@@ -127,7 +131,7 @@ class Links:
         with self._lock:
             try:
                 if idx is None:
-                    kw: dict[str, object] = {"ifname": name, "kind": "bridge", "state": "up"}
+                    kw: dict[str, object] = {"ifname": name, "kind": "bridge"}
                     if mtu:
                         kw["mtu"] = mtu
                     try:
@@ -138,6 +142,15 @@ class Links:
                         if e.code != errno.EEXIST:
                             raise
                     idx = int(self.ipr.link("get", ifname=name)[0]["index"])
+                    if created:
+                        # Born down so that its link-local address skips DAD from the start.
+                        # The host sends neighbour solicitations for forwarded traffic (from
+                        # the LAN, from another container through a published port) from the
+                        # bridge's link-local address; while that address is tentative (1-2 s
+                        # after the first port comes up) the kernel sends none and the first
+                        # packets to a container wait a retransmit or are lost.
+                        _ipv6_conf(name, "accept_dad", "0")
+                        self.ipr.link("set", index=idx, state="up")
                 extra: dict[str, object] = {"mtu": mtu} if mtu and not created else {}
                 if alias is not None:
                     extra["ifalias"] = alias
