@@ -3,6 +3,9 @@
 Privileged tests never touch the machine's own network: each test host is a network namespace
 made here, the daemon runs inside it (``nsenter --net``, so its mounts stay visible to the leak
 check), and its data and exec roots live in a temporary directory.
+
+The leak checks that follow every test (``nsnet.testing.leaks``) look only at what this run
+made: namespaces noted when made here, links tagged as nsnet's, the test's own directory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nsnet.client.api import Client
+from nsnet.testing.leaks import (
+    LeakSnapshot,
+    cgroups_of,
+    check_leaks,
+    mounts_under,
+    note_namespace,
+)
+
+__all__ = ["Daemon", "LeakSnapshot", "TestHost", "cgroups_of", "check_leaks", "daemon_host",
+           "mounts_under", "ns_inode", "sh"]
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -31,6 +44,8 @@ def sh(*args: str, check: bool = True, ns: str | None = None, timeout: float = 6
     cmd = list(args)
     if ns:
         cmd = ["ip", "netns", "exec", ns, *cmd]
+    elif args[:3] == ("ip", "netns", "add") and len(args) > 3:
+        note_namespace(args[3])  # this run's: the leak check looks for it
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")
@@ -53,7 +68,7 @@ class TestHost:
     @classmethod
     def create(cls, prefix: str = "nsnt") -> TestHost:
         name = f"{prefix}-{secrets.token_hex(3)}"
-        sh("ip", "netns", "add", name)
+        sh("ip", "netns", "add", name)  # noted for the leak check (see sh)
         sh("ip", "link", "set", "lo", "up", ns=name)
         return cls(name=name, path=f"/run/netns/{name}")
 
@@ -217,112 +232,6 @@ class Daemon:
             raise AssertionError(f"docker {' '.join(args)} failed ({p.returncode}): "
                                  f"{p.stderr.strip()}\n{p.stdout}")
         return p
-
-
-def root_links() -> set[str]:
-    out = sh("ip", "-j", "link", "show").stdout
-    return {x["ifname"] for x in json.loads(out or "[]")}
-
-
-def mounts_under(prefix: str) -> list[str]:
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 4 and parts[4].startswith(prefix):
-                out.append(parts[4])
-    return out
-
-
-def root_has_nsnet_table() -> bool:
-    p = sh("nft", "list", "tables", check=False)
-    return "nsnet" in p.stdout
-
-
-@dataclass
-class LeakSnapshot:
-    links: set[str]
-    netns: set[str]
-    nsnet_table: bool
-
-    @classmethod
-    def take(cls) -> LeakSnapshot:
-        return cls(links=root_links(), netns=set(os.listdir("/run/netns"))
-                   if os.path.isdir("/run/netns") else set(),
-                   nsnet_table=root_has_nsnet_table())
-
-
-def check_leaks(before: LeakSnapshot, root: Path, hosts: list[TestHost]) -> list[str]:
-    """What a test left behind; empty when clean. Waits a little for the kernel's async reaping."""
-    problems: list[str] = []
-    deadline = time.monotonic() + 5
-    while True:
-        problems = []
-        now_links = root_links()
-        extra = now_links - before.links
-        if extra:
-            problems.append(f"links left in the root namespace: {sorted(extra)}")
-        netns_now = set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
-        extra_ns = netns_now - before.netns
-        if extra_ns:
-            problems.append(f"namespaces left: {sorted(extra_ns)}")
-        m = mounts_under(str(root))
-        if m:
-            problems.append(f"mounts left: {m}")
-        if root_has_nsnet_table() and not before.nsnet_table:
-            problems.append("an nsnet nftables table appeared in the root namespace")
-        for h in hosts:
-            if os.path.exists(h.path):
-                problems.append(f"test host {h.name} still exists")
-        procs = _procs_mentioning(str(root))
-        if procs:
-            problems.append(f"processes left: {procs}")
-        cgs = cgroups_of(root / "run")
-        if cgs:
-            problems.append(f"cgroups left: {cgs[:3]} ({len(cgs)})")
-        if not problems or time.monotonic() > deadline:
-            return problems
-        time.sleep(0.1)
-
-
-def cgroups_of(exec_root: Path) -> list[str]:
-    """Container cgroups runc made for this daemon (``nsnet-<hash of exec root>-<id>``, see
-    nsnet.runtime.runc) that still exist in any hierarchy."""
-    import hashlib
-
-    tag = "nsnet-" + hashlib.sha256(str(exec_root).encode()).hexdigest()[:8] + "-"
-    out: list[str] = []
-    base = Path("/sys/fs/cgroup")
-    if not base.is_dir():
-        return out
-    for hier in base.iterdir():
-        # Cgroups of other tests come and go while this walks: a vanished one is not ours.
-        try:
-            parents = [hier, *[p for p in hier.glob("*/*") if p.is_dir()]]
-        except OSError:
-            parents = [hier]
-        for parent in parents:
-            try:
-                out += [str(p) for p in parent.iterdir() if p.name.startswith(tag)]
-            except OSError:
-                continue
-    return out
-
-
-def _procs_mentioning(text: str) -> list[str]:
-    out = []
-    me = os.getpid()
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            out.append(f"{d}: {cmd[:120]}")
-    return out
 
 
 @contextlib.contextmanager

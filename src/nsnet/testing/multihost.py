@@ -46,16 +46,8 @@ from nsnet.kernel.vxlan import (
     remove_overlay,
 )
 from nsnet.testing.etcd import EtcdCluster, etcd_cluster
-from nsnet.testing.hosts import (
-    Daemon,
-    LeakSnapshot,
-    TestHost,
-    _force_cleanup,
-    cgroups_of,
-    check_leaks,
-    mounts_under,
-    sh,
-)
+from nsnet.testing.hosts import Daemon, TestHost, _force_cleanup, sh
+from nsnet.testing.leaks import LeakSnapshot, cgroups_of, check_leaks, mounts_under
 
 UNDERLAY_PREFIX = 24
 UNDERLAY_MTU = 1500
