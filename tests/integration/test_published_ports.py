@@ -164,6 +164,12 @@ def test_published_ports_reach_the_container_from_everywhere(
     assert talk(sandbox(c, other), HOST_LAN_IP, 8080) == "from 10.77.0.1"
     assert talk(sandbox(c, other), "10.77.0.1", 5353, "udp") == "from 10.77.0.1"
     assert web_ip.startswith("10.77.0.")
+    # From a container on another network: it leaves its own network, whose outbound
+    # masquerade (Docker's ``-s <subnet> ! -o <bridge>``) gives it the address of the bridge
+    # it leaves by.
+    daemon.docker("network", "create", "--subnet", "10.78.0.0/24", "pub2")
+    far = run(c, network="pub2", name="far")
+    assert talk(sandbox(c, far), HOST_LAN_IP, 8080) == "from 10.77.0.1"
 
     # Read back in Docker's shapes, by the docker CLI and by nsnet's.
     ports = c.containers.inspect(web)["NetworkSettings"]["Ports"]
@@ -192,8 +198,17 @@ def test_published_ports_reach_the_container_from_everywhere(
     # The failed starts left nothing: the ruleset holds exactly web's elements still.
     assert talk(lan.path, HOST_LAN_IP, 8080) == f"from {LAN_IP}"
 
+    # The network's hairpin outlives the first container that published: a second one
+    # still answers other containers by the host's address once web is gone.
+    daemon.docker("run", "-d", "--name", "web2", "--network", "pub", "-p", "8082:80",
+                  "busybox", "sleep", "600")
+    servers.start(sandbox(c, str(c.containers.inspect("web2")["Id"])), "tcp", 80)
+    daemon.docker("rm", "-f", "web")
+    assert talk(sandbox(c, other), HOST_LAN_IP, 8082) == "from 10.77.0.1"
+
     # Removal removes exactly its rules and releases the ports.
-    daemon.docker("rm", "-f", "web", "other")
+    daemon.docker("rm", "-f", "web2", "other", "far")
+    daemon.docker("network", "rm", "pub2")
     for cid in [x["Id"] for x in c.containers.list(all=True)]:
         c.containers.remove(cid, force=True)
     assert ruleset(daemon) == before

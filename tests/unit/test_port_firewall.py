@@ -34,6 +34,7 @@ from nsnet.errors import Conflict, Forbidden, Invalid
 from nsnet.kernel.port_firewall import (
     EndpointPorts,
     FakePortRules,
+    Hairpin,
     PortRule,
     base_plan,
     chains_plan,
@@ -47,7 +48,9 @@ from nsnet.testing.fake_store import MemoryStore
 
 GOLDEN = Path(__file__).parent / "golden_ports"
 EP_ID = "e" * 12 + "0123456789abcdef" * 3 + "ffff"
+NET_ID = "n" * 64
 ADDR = "172.20.0.2"
+HAIRPIN = Hairpin(NET_ID, "172.20.0.0/16")
 
 
 def _check(name: str, text: str) -> None:
@@ -89,27 +92,33 @@ def test_the_ipv6_hook_is_the_same_plan_with_another_family() -> None:
     v6 = base_plan(6) + chains_plan((4, 6))
     _check("base_v4_v6", v6)
     assert "ports6" in v6 and "dnat ip6 to" in v6 and "@hairpin6" in v6
-    ep = EndpointPorts(EP_ID, "fd00:20::/64", "fd00:20::2",
+    ep = EndpointPorts(EP_ID, "fd00:20::2",
                        (PortRule("tcp", "", 8080, "fd00:20::2", 80),))
-    assert "add element inet nsnet ports6 { tcp . 8080" in publish_plan(ep)
+    assert "add element inet nsnet ports6 { tcp . 8080" in publish_plan([ep])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_publish_plan_golden(case: str) -> None:
-    ep = EndpointPorts(EP_ID, "172.20.0.0/16", ADDR, CASES[case])
-    text = publish_plan(ep) + "# removal\n" + "\n".join(unpublish_plan(ep)) + "\n"
+    ep = EndpointPorts(EP_ID, ADDR, CASES[case])
+    text = publish_plan([ep], [HAIRPIN]) + "# removal\n" + \
+        "\n".join(unpublish_plan([ep], [HAIRPIN])) + "\n"
     _check(f"publish_{case}", text)
-    # One element per rule plus the hairpin one, each removed by exactly one command.
+    # One element per rule plus the network's hairpin one, each removed by one command.
     assert text.count("add element") == len(CASES[case]) + 1
     assert text.count("delete element") == len(CASES[case]) + 1
+    # A later container of the network adds and removes only its own elements.
+    assert publish_plan([ep]).count("add element") == len(CASES[case])
+    assert "hairpin4" not in publish_plan([ep]) + "".join(unpublish_plan([ep]))
 
 
 @pytest.mark.parametrize("case", sorted(CASES6))
 def test_publish_plan_golden_v6(case: str) -> None:
     """``[::]`` is IPv6's every address (the ``ports6`` map), one address the ``ports6_ip``
-    map; the hairpin element is the endpoint's IPv6 subnet."""
-    ep = EndpointPorts(EP_ID, "fd00:20::/64", ADDR6, CASES6[case])
-    text = publish_plan(ep) + "# removal\n" + "\n".join(unpublish_plan(ep)) + "\n"
+    map; the hairpin element is the network's IPv6 subnet."""
+    ep = EndpointPorts(EP_ID, ADDR6, CASES6[case])
+    hp = Hairpin(NET_ID, "fd00:20::/64")
+    text = publish_plan([ep], [hp]) + "# removal\n" + \
+        "\n".join(unpublish_plan([ep], [hp])) + "\n"
     _check(f"publish_{case}", text)
     assert text.count("add element") == len(CASES6[case]) + 1
     assert text.count("delete element") == len(CASES6[case]) + 1
@@ -123,16 +132,27 @@ def test_no_golden_file_is_stale() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    EndpointPorts(EP_ID, "172.20.0.0/16", ADDR, (_rule("icmp", "", 1, 1),)),
-    EndpointPorts(EP_ID, "172.20.0.0/16", ADDR, (_rule("tcp", "", 0, 80),)),
-    EndpointPorts(EP_ID, "172.20.0.0/16", ADDR, (_rule("tcp", "", 80, 65536),)),
-    EndpointPorts(EP_ID, "172.20.0.0/16", ADDR, (_rule("tcp", "::1", 80, 80),)),
-    EndpointPorts(EP_ID, "fd00::/64", ADDR, (_rule("tcp", "", 80, 80),)),
-    EndpointPorts('x" ; flush ruleset', "172.20.0.0/16", ADDR, ()),
+    EndpointPorts(EP_ID, ADDR, (_rule("icmp", "", 1, 1),)),
+    EndpointPorts(EP_ID, ADDR, (_rule("tcp", "", 0, 80),)),
+    EndpointPorts(EP_ID, ADDR, (_rule("tcp", "", 80, 65536),)),
+    EndpointPorts(EP_ID, ADDR, (_rule("tcp", "::1", 80, 80),)),
+    EndpointPorts('x" ; flush ruleset', ADDR, ()),
 ])
 def test_bad_specs_never_become_plan_text(bad: EndpointPorts) -> None:
     with pytest.raises(ValueError):
-        publish_plan(bad)
+        publish_plan([bad])
+    with pytest.raises(ValueError):
+        publish_plan([], [Hairpin('n" ; flush ruleset', "172.20.0.0/16")])
+
+
+def test_dual_stack_is_one_plan() -> None:
+    """Both families of a container in one transaction: nothing half-published."""
+    v4 = EndpointPorts(EP_ID, ADDR, (_rule("tcp", "", 8080, 80),))
+    v6 = EndpointPorts(EP_ID, ADDR6, (PortRule("tcp", "::", 8080, ADDR6, 80),))
+    plan = publish_plan([v4, v6], [HAIRPIN, Hairpin(NET_ID, "fd00:20::/64")])
+    assert "ports4 { tcp . 8080" in plan and "ports6 { tcp . 8080" in plan
+    assert "hairpin4 { 172.20.0.0/16 . 172.20.0.0/16 comment \"nsnet net nnnnnnnnnnnn\" }" \
+        in plan and "hairpin6 { fd00:20::/64 . fd00:20::/64 comment" in plan
 
 
 def test_elements_are_read_back_with_their_owner() -> None:
@@ -143,10 +163,12 @@ def test_elements_are_read_back_with_their_owner() -> None:
     assert el.endpoint_id == "eeeeeeeeeeee"
     assert el.delete_command == "delete element inet nsnet ports4 { tcp . 8080 }"
     hp = ('{"nftables": [{"set": {"name": "hairpin4", "elem": [{"elem": {"val": {"concat": '
-          '[{"prefix": {"addr": "172.20.0.0", "len": 16}}, "172.20.0.2"]}, '
-          '"comment": "nsnet ep eeeeeeeeeeee"}}]}}]}')
+          '[{"prefix": {"addr": "172.20.0.0", "len": 16}}, {"prefix": {"addr": "172.20.0.0", '
+          '"len": 16}}]}, "comment": "nsnet net nnnnnnnnnnnn"}}]}}]}')
     [el] = parse_elements(hp, 4, "hairpin4")
-    assert el.delete_command == "delete element inet nsnet hairpin4 { 172.20.0.0/16 . 172.20.0.2 }"
+    assert (el.endpoint_id, el.network_id) == ("", "nnnnnnnnnnnn")
+    assert el.delete_command == \
+        "delete element inet nsnet hairpin4 { 172.20.0.0/16 . 172.20.0.0/16 }"
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -246,7 +268,7 @@ def test_a_port_another_program_holds_is_refused() -> None:
 
 
 def _world(internal: bool = False) -> tuple[PublishedPorts, FakePortRules, Container, Network]:
-    net = Network(id="n" * 64, name="app", driver="bridge", created="", internal=internal,
+    net = Network(id=NET_ID, name="app", driver="bridge", created="", internal=internal,
                   pools=[IPAMPool(subnet="172.20.0.0/16", gateway="172.20.0.1")],
                   driver_state={"bridge": "br-nnnnnnnnnnnn"})
     registry = Registry(MemoryStore())
@@ -331,13 +353,13 @@ def test_reconcile_binds_again_and_drops_strays() -> None:
     svc.registry.containers[c.id] = c
     # A daemon restart: the sockets died with the process; a stray element is left.
     svc.reservations.close()
-    stray = EndpointPorts("f" * 64, "172.20.0.0/16", "172.20.0.9",
-                          (PortRule("tcp", "", 9999, "172.20.0.9", 80),))
-    rules.publish(stray)
+    stray = EndpointPorts("f" * 64, "172.20.0.9", (PortRule("tcp", "", 9999, "172.20.0.9", 80),))
+    rules.publish([stray], [Hairpin("0" * 64, "172.30.0.0/16")])  # and a gone network's
     report: dict[str, object] = {}
     svc.reconcile(report)
     assert len(svc.reservations.held) == 2
     assert set(rules.published) == {EP_ID}
+    assert list(rules.hairpins) == [(NET_ID, 4)]
     assert report["ports_removed"] == ["f" * 12]
     drv = svc.drivers["bridge"]
     assert isinstance(drv, BridgeDriver)
@@ -400,10 +422,9 @@ def test_a_port_without_host_address_is_published_on_both_families() -> None:
     svc.publish(c, Undo())
     assert sorted(p["host_ip"] for p in c.ports) == ["", "::"]
     [port] = {p["host_port"] for p in c.ports}
-    assert len(rules.plans) == 2  # one transaction per family
-    assert f"ports4 {{ tcp . {port} " in rules.plans[0]
-    assert f"ports6 {{ tcp . {port} comment" in rules.plans[1]
-    assert f": {ADDR6} . 80" in rules.plans[1] and "fd00:20::/64 . fd00:20::2" in rules.plans[1]
+    [plan] = rules.plans  # one transaction for both families
+    assert f"ports4 {{ tcp . {port} " in plan and f"ports6 {{ tcp . {port} comment" in plan
+    assert f": {ADDR6} . 80" in plan and "fd00:20::/64 . fd00:20::/64" in plan
     v6 = svc.reservations.held[("tcp", "::", port)]
     assert v6.family == socket.AF_INET6
     assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
@@ -413,8 +434,8 @@ def test_a_port_without_host_address_is_published_on_both_families() -> None:
                                {"HostIp": "::", "HostPort": str(port)}]
     assert port_lines(shown, None) == [f"80/tcp -> 0.0.0.0:{port}", f"80/tcp -> [::]:{port}"]
     svc.unpublish(c)
-    assert rules.published == {} and svc.reservations.held == {}
-    assert rules.plans[2].count("delete element") == 2 == rules.plans[3].count("delete element")
+    assert rules.published == {} and rules.hairpins == {} and svc.reservations.held == {}
+    assert rules.plans[1].count("delete element") == 4  # two ports, two hairpin elements
 
 
 def test_a_dual_stack_port_taken_on_one_family_is_already_allocated() -> None:
@@ -513,3 +534,33 @@ def test_a_host_binding_default_of_0_0_0_0_keeps_dual_stack() -> None:
     assert [p["host_ip"] for p in c.ports] == ["127.0.0.1"]
     assert "ports4_ip { 127.0.0.1 . tcp" in rules.plans[-1] and "ports6" not in rules.plans[-1]
     svc.unpublish(c)
+
+
+def test_the_hairpin_element_is_the_networks_first_to_last_publisher() -> None:
+    """One hairpin element per network and family, not per container (a per-container one
+    made every start's commit slower with the number of publishing containers): the first
+    container to publish adds it, the last to go removes it, in their own transactions."""
+    svc, rules, c, net = _world()
+    assert c.attachments[0].endpoint is not None
+    ep2 = Endpoint(id="f" * 64, network_id=net.id, container_id="d" * 64, ifname="eth0",
+                   mac="02:42:ac:14:00:03", ipv4="172.20.0.3", ipv4_prefixlen=16,
+                   gateway="172.20.0.1", default_route=True)
+    c2 = _container(id="d" * 64, network_mode="app",
+                    attachments=[Attachment(net.id, endpoint=ep2)],
+                    port_bindings={"80/tcp": [{"HostIp": "", "HostPort": ""}]})
+    c2.state.status = "running"
+    svc.publish(c, Undo())
+    svc.publish(c2, Undo())
+    assert [p.count("hairpin4") for p in rules.plans] == [1, 0]
+    assert list(rules.hairpins) == [(NET_ID, 4)]
+    svc.unpublish(c)
+    assert "hairpin4" not in rules.plans[-1] and list(rules.hairpins) == [(NET_ID, 4)]
+    svc.unpublish(c2)
+    assert "delete element inet nsnet hairpin4 { 172.20.0.0/16 . 172.20.0.0/16 }" in \
+        rules.plans[-1]
+    assert rules.hairpins == {} and rules.published == {}
+    # Reconcile after a restart: a network element nobody publishes in is a stray.
+    rules.publish([], [HAIRPIN])
+    report: dict[str, object] = {}
+    svc.reconcile(report)
+    assert rules.hairpins == {}

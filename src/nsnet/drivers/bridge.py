@@ -11,7 +11,7 @@ from nsnet.errors import Conflict, Forbidden, Invalid, NsnetError, Unavailable
 from nsnet.kernel.api import Kernel
 from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.links import random_veth_name
-from nsnet.kernel.port_firewall import EndpointPorts, PortRule, PortRules
+from nsnet.kernel.port_firewall import EndpointPorts, Hairpin, PortRule, PortRules
 from nsnet.model import Endpoint, Network
 
 OPT_NAME = "com.docker.network.bridge.name"
@@ -96,6 +96,9 @@ class BridgeDriver:
         self._ports = ports
         self._published: dict[str, tuple[str, tuple[PortMapping, ...]]] = {}
         self._localnet: set[str] = set()
+        # (network id, family) -> endpoints publishing in it: the network's hairpin element
+        # comes with the first and goes with the last.
+        self._hairpins: dict[tuple[str, int], set[str]] = {}
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
@@ -332,10 +335,11 @@ class BridgeDriver:
 
     @staticmethod
     def _endpoint_ports(net: Network, ep: Endpoint,
-                        ports: Sequence[PortMapping]) -> list[EndpointPorts]:
+                        ports: Sequence[PortMapping]) -> list[tuple[EndpointPorts, Hairpin]]:
         """One firewall unit per address family the ports use (a host address's family;
-        "" is IPv4's every address, ``::`` IPv6's)."""
-        out: list[EndpointPorts] = []
+        "" is IPv4's every address, ``::`` IPv6's), with the network's hairpin element in
+        that family."""
+        out: list[tuple[EndpointPorts, Hairpin]] = []
         for family, address, plen in ((4, ep.ipv4, ep.ipv4_prefixlen),
                                       (6, ep.ipv6, ep.ipv6_prefixlen)):
             mine = [m for m in ports if _family(m.host_ip) == family]
@@ -347,18 +351,18 @@ class BridgeDriver:
             subnet = f"{address}/{plen or (32 if family == 4 else 128)}"
             rules = tuple(PortRule(m.protocol, m.host_ip, m.host_port, address,
                                    m.container_port) for m in mine)
-            out.append(EndpointPorts(ep.id, subnet, address, rules))
+            out.append((EndpointPorts(ep.id, address, rules), Hairpin(net.id, subnet)))
         return out
 
     def publish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
-        """One firewall transaction per address family for all of ``ports`` (the second
-        undoes the first if it fails); the host ports themselves are the engine's to reserve
-        (engine/published_ports.py). Traffic from the host to 127.0.0.1 needs
-        ``route_localnet`` on this bridge, set once, and only when a port listens on every
-        IPv4 address or on a loopback one (IPv6 has no such switch: ::1 is not published)."""
+        """One firewall transaction for all of ``ports``, both families; the host ports
+        themselves are the engine's to reserve (engine/published_ports.py). Traffic from the
+        host to 127.0.0.1 needs ``route_localnet`` on this bridge, set once, and only when a
+        port listens on every IPv4 address or on a loopback one (IPv6 has no such switch:
+        ::1 is not published)."""
         if net.internal:
             raise Forbidden(f"cannot publish ports on internal network {net.name}")
-        specs = self._endpoint_ports(net, ep, ports)
+        units = self._endpoint_ports(net, ep, ports)
         name = bridge_name(net)
         if name not in self._localnet and any(
                 not m.host_ip or (_family(m.host_ip) == 4
@@ -366,16 +370,10 @@ class BridgeDriver:
                 for m in ports):
             self.kernel.sysctl_set(f"net.ipv4.conf.{name}.route_localnet", "1")
             self._localnet.add(name)
-        rules = self._port_rules()
-        done: list[EndpointPorts] = []
-        try:
-            for spec in specs:
-                rules.publish(spec)
-                done.append(spec)
-        except BaseException:
-            for spec in done:
-                rules.unpublish(spec)
-            raise
+        first = [h for _, h in units if not self._hairpins.get((net.id, h.family))]
+        self._port_rules().publish([spec for spec, _ in units], first)
+        for _, h in units:
+            self._hairpins.setdefault((net.id, h.family), set()).add(ep.id)
         self._published[ep.id] = (net.id, tuple(ports))
         # Its own published port from inside (the DNATed packet leaves by the port it came in).
         idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
@@ -387,8 +385,15 @@ class BridgeDriver:
             return
         # An address the endpoint lacks was never published: nothing of it to remove.
         usable = [m for m in ports if (ep.ipv4 if _family(m.host_ip) == 4 else ep.ipv6)]
-        for spec in self._endpoint_ports(net, ep, usable):
-            self._port_rules().unpublish(spec)
+        units = self._endpoint_ports(net, ep, usable)
+        last = []
+        for _, h in units:
+            holders = self._hairpins.get((net.id, h.family), set())
+            holders.discard(ep.id)
+            if not holders:
+                self._hairpins.pop((net.id, h.family), None)
+                last.append(h)
+        self._port_rules().unpublish([spec for spec, _ in units], last)
         self._published.pop(ep.id, None)
 
     def published(self, net: Network) -> dict[str, list[PortMapping]]:
@@ -399,14 +404,23 @@ class BridgeDriver:
                 if nid == net.id and eid[:12] in present}
 
     def remove_unowned_ports(self, owned: set[str]) -> list[str]:
-        """Reconcile: elements whose endpoint (by its id12 in the comment) is not live."""
+        """Reconcile: elements whose endpoint (by its id12 in the comment) is not live, and
+        hairpin elements of networks where no live endpoint publishes. Returns the
+        endpoints'."""
         keep = {eid[:12] for eid in owned}
-        rules = self._port_rules()
-        stale = [e for e in rules.elements() if e.endpoint_id not in keep]
-        rules.remove_elements(stale)
         for eid in [eid for eid in self._published if eid[:12] not in keep]:
             self._published.pop(eid, None)
-        return sorted({e.endpoint_id for e in stale})
+        for key, holders in list(self._hairpins.items()):
+            holders.intersection_update(owned)
+            if not holders:
+                del self._hairpins[key]
+        live_nets = {(nid[:12], fam) for nid, fam in self._hairpins}
+        rules = self._port_rules()
+        stale = [e for e in rules.elements()
+                 if ((e.network_id, e.family) not in live_nets if e.network_id
+                     else e.endpoint_id not in keep)]
+        rules.remove_elements(stale)
+        return sorted({e.endpoint_id for e in stale if not e.network_id})
 
 
 def _family(host_ip: str) -> int:
