@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-from helpers import api_error, ip_of, links_in, run, sandbox
+from helpers import api_error, in_sandbox, ip_of, links_in, run, sandbox
 
 from nsnet.client.api import Client
 from nsnet.engine.crashpoints import POINTS
@@ -140,6 +140,33 @@ def _host_veth(d: Daemon, c: Client, cid: str) -> str:
              if x["ifindex"] == eth0["link_index"]]
     assert len(names) == 1
     return names[0]
+
+
+def test_a_restored_veth_keeps_its_endpoint_sysctls(daemon: Daemon) -> None:
+    """A veth re-made at reconcile (someone deleted it while the daemon was down) is a new
+    interface in the container: the ``com.docker.network.endpoint.sysctls`` asked for at
+    run time were lost with the old one."""
+    c = daemon.client()
+    c.networks.create({"Name": "lab", "IPAM": {"Config": [{"Subnet": "10.82.0.0/24"}]}})
+    keeper = run(c, network="lab", name="keeper", cmd=QUICK_STOP,
+                 NetworkingConfig={"EndpointsConfig": {"lab": {"DriverOpts": {
+                     "com.docker.network.endpoint.sysctls":
+                         "net.ipv4.conf.IFNAME.log_martians=1,"
+                         "net.ipv4.conf.IFNAME.arp_ignore=2"}}}})
+
+    def conf(leaf: str) -> str:
+        return in_sandbox(c, keeper, "cat", f"/proc/sys/net/ipv4/conf/eth0/{leaf}",
+                          check=True).stdout.strip()
+
+    assert (conf("log_martians"), conf("arp_ignore")) == ("1", "2")
+    veth = _host_veth(daemon, c, keeper)
+    daemon.stop()
+    sh("ip", "link", "del", veth, ns=daemon.host.name)
+    daemon.start()
+    c = daemon.client()
+    assert _host_veth(daemon, c, keeper) != veth  # re-made
+    assert (conf("log_martians"), conf("arp_ignore")) == ("1", "2")
+    assert invariants.check(daemon) == []
 
 
 def test_reconcile_claims_again_an_address_a_crash_left_free(daemon: Daemon) -> None:

@@ -273,8 +273,13 @@ class Reconciler:
             self._reclaim(c, anet, a.endpoint, report)
             drv = self.drivers.get(anet.driver)
             if isinstance(drv, Restorable):
+                ep, host_side = a.endpoint, a.endpoint.host_ifname
                 try:
-                    drv.restore(anet, a.endpoint, Sandbox(c.id, c.sandbox_key or None))
+                    drv.restore(anet, ep, Sandbox(c.id, c.sandbox_key or None))
+                    if ep.host_ifname != host_side and c.sandbox_key:
+                        # Re-made: a new interface in the container, without the sysctls
+                        # its run asked for.
+                        self.sandboxes.write_endpoint_sysctls(a, ep, c.sandbox_key)
                 except Exception:
                     log.exception("restoring %s on %s", c.short_id, anet.name)
         if c.sandbox_key:

@@ -308,15 +308,20 @@ class SandboxService:
         sb = Sandbox(ep.container_id, ns_path)
         drv.join(net, ep, sb)
         undo.push(drv.leave, net, ep, sb)
-        sysctls = (a.request.driver_opts or {}).get(OPT_SYSCTLS)
-        if sysctls:
-            # In the sandbox, on the interface the driver just made (any driver, as moby's
-            # osl does); validated before anything was made (validate_endpoint_request).
-            paths = sysctl_paths(ep.ifname, sysctls)
-            self.kernel.ns.call_in(ns_path, lambda: write_sysctls(paths))
+        self.write_endpoint_sysctls(a, ep, ns_path)
         a.endpoint = ep
         undo.push(setattr, a, "endpoint", None)
         return ep
+
+    def write_endpoint_sysctls(self, a: Attachment, ep: Endpoint, ns_path: str) -> None:
+        """The request's ``com.docker.network.endpoint.sysctls``, in the sandbox, on the
+        interface the driver made (any driver, as moby's osl does): at join, and again when
+        reconcile re-makes the interface. Validated before anything was made
+        (validate_endpoint_request)."""
+        sysctls = (a.request.driver_opts or {}).get(OPT_SYSCTLS)
+        if sysctls:
+            paths = sysctl_paths(ep.ifname, sysctls)
+            self.kernel.ns.call_in(ns_path, lambda: write_sysctls(paths))
 
     # -- the gateway bridge (Docker's docker_gwbridge) ----------------------------------------
 
