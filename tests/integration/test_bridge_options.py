@@ -18,6 +18,7 @@ import pytest
 from helpers import api_error, exec_, host_link, in_sandbox, ip_of, run
 
 from nsnet.testing.hosts import Daemon, TestHost, sh
+from nsnet.testing.lan import lan_machine
 
 pytestmark = pytest.mark.root
 
@@ -46,17 +47,9 @@ except OSError as e:
 
 @pytest.fixture
 def lan(daemon: Daemon) -> Iterator[TestHost]:
-    other = TestHost.create("nsbo")
-    try:
-        sh("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns",
-           other.name, ns=daemon.host.name)
-        daemon.host.ip("addr", "add", f"{HOST_LAN_IP}/24", "dev", "lan0")
-        daemon.host.ip("link", "set", "lan0", "up")
-        other.ip("addr", "add", f"{LAN_IP}/24", "dev", "lan0p")
-        other.ip("link", "set", "lan0p", "up")
+    with lan_machine(daemon.host, host_addresses=[f"{HOST_LAN_IP}/24"],
+                     lan_addresses=[f"{LAN_IP}/24"], prefix="nsbo") as other:
         yield other
-    finally:
-        other.destroy()
 
 
 def source_seen_by_lan(daemon: Daemon, lan: TestHost, cid: str) -> str:

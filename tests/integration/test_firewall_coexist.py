@@ -17,6 +17,7 @@ from helpers import exec_, ip_of, run
 
 from nsnet.client.api import Client
 from nsnet.testing.hosts import Daemon, TestHost, sh
+from nsnet.testing.lan import lan_machine
 
 pytestmark = pytest.mark.root
 
@@ -26,17 +27,9 @@ OUTSIDE_IP = "203.0.113.2"
 @pytest.fixture
 def outside(daemon: Daemon) -> Iterator[TestHost]:
     """A machine beyond the test host: ``wan0`` (203.0.113.1) there, ``wan0p`` in it."""
-    other = TestHost.create("nswan")
-    try:
-        sh("ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p", "netns",
-           other.name, ns=daemon.host.name)
-        daemon.host.ip("addr", "add", "203.0.113.1/24", "dev", "wan0")
-        daemon.host.ip("link", "set", "wan0", "up")
-        other.ip("addr", "add", f"{OUTSIDE_IP}/24", "dev", "wan0p")
-        other.ip("link", "set", "wan0p", "up")
+    with lan_machine(daemon.host, host_addresses=["203.0.113.1/24"],
+                     lan_addresses=[f"{OUTSIDE_IP}/24"], ifname="wan0", prefix="nswan") as other:
         yield other
-    finally:
-        other.destroy()
 
 
 def foreign_firewall(host: TestHost) -> None:

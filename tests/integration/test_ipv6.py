@@ -19,6 +19,7 @@ from helpers import api_error, exec_, in_sandbox, run, sandbox
 from nsnet.client.api import Client
 from nsnet.ipam.ula import ula_base
 from nsnet.testing.hosts import Daemon, TestHost, sh
+from nsnet.testing.lan import lan_machine
 
 pytestmark = pytest.mark.root
 
@@ -30,14 +31,8 @@ CLIENT = "2001:db8:1::2"
 def lan(daemon: Daemon) -> Iterator[TestHost]:
     """The LAN client: ``lan0`` on the test host, ``lan0p`` in the client, which counts the
     echo requests it gets by source (the host's address, or a container's ULA)."""
-    other = TestHost.create("nslan")
-    try:
-        sh("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns",
-           other.name, ns=daemon.host.name)
-        daemon.host.ip("addr", "add", f"{HOST_LAN}/64", "dev", "lan0", "nodad")
-        daemon.host.ip("link", "set", "lan0", "up")
-        other.ip("addr", "add", f"{CLIENT}/64", "dev", "lan0p", "nodad")
-        other.ip("link", "set", "lan0p", "up")
+    with lan_machine(daemon.host, host_addresses=[f"{HOST_LAN}/64"],
+                     lan_addresses=[f"{CLIENT}/64"]) as other:
         # The first packet to the client waits for lan0's link-local to finish DAD (~2 s)
         # before the host can ask for the client's MAC: warm the path up before counting.
         sh("ping", "-6", "-c1", "-W5", CLIENT, ns=daemon.host.name)
@@ -49,8 +44,6 @@ def lan(daemon: Daemon) -> Iterator[TestHost]:
             "add rule inet seen in ip6 saddr fc00::/7 icmpv6 type echo-request counter "
             "comment \"ula\"\n"))
         yield other
-    finally:
-        other.destroy()
 
 
 def seen(client: TestHost) -> dict[str, int]:

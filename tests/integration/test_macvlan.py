@@ -10,6 +10,7 @@ import pytest
 from helpers import api_error, exec_, in_sandbox, ip_of, links_in, run, sandbox
 
 from nsnet.testing.hosts import Daemon, TestHost, sh
+from nsnet.testing.lan import lan_machine
 
 pytestmark = pytest.mark.root
 
@@ -19,16 +20,8 @@ LAN_IP = "198.51.100.1"
 @pytest.fixture
 def lan(daemon: Daemon) -> Iterator[TestHost]:
     """Another machine on the segment: parent ``lan0`` in the daemon's host, ``lan0p`` there."""
-    other = TestHost.create("nslan")
-    try:
-        sh("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns",
-           other.name, ns=daemon.host.name)
-        daemon.host.ip("link", "set", "lan0", "up")
-        other.ip("addr", "add", f"{LAN_IP}/24", "dev", "lan0p")
-        other.ip("link", "set", "lan0p", "up")
+    with lan_machine(daemon.host, lan_addresses=[f"{LAN_IP}/24"]) as other:
         yield other
-    finally:
-        other.destroy()
 
 
 def macnet(c: object, name: str, **opts: str) -> str:

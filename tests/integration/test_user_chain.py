@@ -17,6 +17,7 @@ from helpers import exec_, ip_of, run
 
 from nsnet.client.api import Client
 from nsnet.testing.hosts import Daemon, TestHost, sh
+from nsnet.testing.lan import lan_machine
 
 pytestmark = pytest.mark.root
 
@@ -26,17 +27,9 @@ LAN_IP = "203.0.113.2"
 @pytest.fixture
 def lan(daemon: Daemon) -> Iterator[TestHost]:
     """A client on the LAN: ``lan0`` (203.0.113.1) on the test host, ``lan0p`` in it."""
-    other = TestHost.create("nsul")
-    try:
-        sh("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns",
-           other.name, ns=daemon.host.name)
-        daemon.host.ip("addr", "add", "203.0.113.1/24", "dev", "lan0")
-        daemon.host.ip("link", "set", "lan0", "up")
-        other.ip("addr", "add", f"{LAN_IP}/24", "dev", "lan0p")
-        other.ip("link", "set", "lan0p", "up")
+    with lan_machine(daemon.host, host_addresses=["203.0.113.1/24"],
+                     lan_addresses=[f"{LAN_IP}/24"], prefix="nsul") as other:
         yield other
-    finally:
-        other.destroy()
 
 
 def reaches_lan(c: Client, cid: str) -> bool:

@@ -68,7 +68,7 @@ def test_only_links_new_since_the_snapshot_count() -> None:
 
 def test_namespaces_count_from_the_snapshot_on() -> None:
     leaks.note_namespace("nsunit-old")
-    mark = max(leaks._made.values())
+    mark = leaks.namespaces_mark()
     leaks.note_namespace("nsunit-a")
     leaks.note_namespace("nsunit-b")
     assert leaks.made_since(mark) == ["nsunit-a", "nsunit-b"]

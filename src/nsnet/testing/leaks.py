@@ -62,7 +62,8 @@ def note_namespace(name: str) -> None:
     _made[name] = next(_sequence)
 
 
-def _mark() -> int:
+def namespaces_mark() -> int:
+    """Where this process's record of made namespaces stands: a snapshot keeps it."""
     return max(_made.values(), default=0)
 
 
@@ -152,7 +153,7 @@ class LeakSnapshot:
         """``machine``: a named namespace standing in for the machine's own (tests of the
         check); None for the real one."""
         return cls(links={str(x["ifname"]): int(x["ifindex"]) for x in machine_links(machine)},
-                   tables=frozenset(nsnet_tables(machine)), namespaces_mark=_mark(),
+                   tables=frozenset(nsnet_tables(machine)), namespaces_mark=namespaces_mark(),
                    machine=machine)
 
 
