@@ -1,4 +1,5 @@
-"""Shared fixtures: a throwaway host namespace with a running nsnetd, leak-checked after."""
+"""Shared fixtures: a throwaway host namespace with a running nsnetd, leak-checked after, and
+for every test a check that the namespaces it made are gone."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nsnet.testing import leaks
 from nsnet.testing.hosts import Daemon, daemon_host
 
 
@@ -23,3 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def daemon() -> Iterator[Daemon]:
     with daemon_host() as d:
         yield d
+
+
+@pytest.fixture(autouse=True)
+def no_namespace_of_this_test_left() -> Iterator[None]:
+    """Tests outside ``daemon_host`` and the lab make namespaces too (stand-ins for the
+    machine, LAN machines, through ``TestHost.create`` or ``sh``). Torn down after every
+    other fixture of the test, so a fixture's own cleanup counts; looks only at names this
+    process noted, so it costs nothing and never sees another run's."""
+    mark = leaks.namespaces_mark()
+    yield
+    left = leaks.namespaces_left(mark)
+    assert not left, f"namespaces left: {left}"

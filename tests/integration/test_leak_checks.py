@@ -129,3 +129,18 @@ def test_daemon_host_passes_while_another_run_makes_namespaces() -> None:
     finally:
         if theirs:
             sh("ip", "netns", "del", theirs, check=False)
+
+
+def test_namespaces_left_names_only_this_runs_undeleted_ones() -> None:
+    """What every test's closing check (tests/conftest.py) reads."""
+    mark = leaks.namespaces_mark()
+    gone = TestHost.create("nslkg")
+    gone.destroy()
+    kept = TestHost.create("nslkk")
+    theirs = other_run_namespace("nslkk")
+    try:
+        assert leaks.namespaces_left(mark) == [kept.name]
+    finally:
+        kept.destroy()
+        sh("ip", "netns", "del", theirs, check=False)
+    assert leaks.namespaces_left(mark) == []

@@ -72,6 +72,12 @@ def made_since(mark: int) -> list[str]:
     return [n for n, seq in sorted(_made.items(), key=lambda kv: kv[1]) if seq > mark]
 
 
+def namespaces_left(mark: int) -> list[str]:
+    """Namespaces this process made after ``mark`` that are still there (``ip netns del``
+    removes the name at once, so there is nothing to wait for)."""
+    return [n for n in made_since(mark) if os.path.lexists(f"{NETNS_DIR}/{n}")]
+
+
 class Named(Protocol):
     """What the check needs of a test host (``nsnet.testing.hosts.TestHost``)."""
 
@@ -175,8 +181,7 @@ def _look(before: LeakSnapshot, root: Path, hosts: Sequence[Named]) -> list[str]
     links = our_new_links(machine_links(m), before.links, lambda: run_nsids(m))
     if links:
         problems.append(f"links left in the root namespace: {links}")
-    left = [n for n in made_since(before.namespaces_mark)
-            if os.path.lexists(f"{NETNS_DIR}/{n}")]
+    left = namespaces_left(before.namespaces_mark)
     if left:
         problems.append(f"namespaces left: {left}")
     mounts = mounts_under(str(root))
