@@ -41,6 +41,8 @@ VENV_BIN = Path(sys.executable).parent
 
 def sh(*args: str, check: bool = True, ns: str | None = None, timeout: float = 60,
        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a tool, inside the named namespace ``ns`` when given. A namespace made here
+    (``ip netns add NAME``) is noted as this run's, so the leak checks look for it."""
     cmd = list(args)
     if ns:
         cmd = ["ip", "netns", "exec", ns, *cmd]
