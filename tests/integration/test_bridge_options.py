@@ -183,7 +183,8 @@ def test_host_binding_and_unknown_options(daemon: Daemon) -> None:
     daemon.docker("rm", "-f", "hb")
     for opts, words in (({"foo": "bar"}, "unknown bridge network option 'foo'"),
                         ({B + "host_binding_ipv4": "nowhere"}, "not an IP address"),
-                        ({B + "gateway_mode_ipv4": "isolated"}, "nat, routed"),
+                        ({B + "gateway_mode_ipv4": "isolated"}, "needs an internal network"),
+                        ({B + "gateway_mode_ipv4": "natty"}, "nat, nat-unprotected, routed"),
                         ({B + "inhibit_ipv4": "true"}, "unknown bridge network option")):
         e = api_error(c.networks.create, {"Name": "bad", "Options": opts})
         assert e.status == 400 and words in e.message

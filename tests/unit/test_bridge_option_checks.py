@@ -54,8 +54,10 @@ def test_every_documented_option_is_taken() -> None:
     ({"k": "v"}, "unknown bridge network option 'k'"),
     ({B + "inhibit_ipv4": "true"}, "unknown bridge network option"),
     ({B + "host_binding_ipv4": "localhost"}, "not an IP address"),
-    ({B + "gateway_mode_ipv4": "nat-unprotected"}, "must be one of nat, routed"),
-    ({B + "gateway_mode_ipv6": "ROUTED"}, "must be one of nat, routed"),
+    ({B + "gateway_mode_ipv4": "natty"}, "must be one of nat, nat-unprotected, routed, "
+                                          "isolated"),
+    ({B + "gateway_mode_ipv6": "ROUTED"}, "must be one of nat"),
+    ({B + "gateway_mode_ipv4": "isolated"}, "needs an internal network"),
     ({PREFIX: "eth/"}, "container_iface_prefix"),
     ({PREFIX: "averylongprefix"}, "container_iface_prefix"),
     ({PREFIX: "0eth"}, "container_iface_prefix"),
@@ -63,6 +65,26 @@ def test_every_documented_option_is_taken() -> None:
 def test_bad_options_are_refused_not_ignored(options: dict[str, str], words: str) -> None:
     with pytest.raises(Invalid, match=words):
         _validate(options)
+
+
+def test_every_gateway_mode_is_taken() -> None:
+    for mode in ("nat", "nat-unprotected", "routed"):
+        _validate({B + "gateway_mode_ipv4": mode, B + "gateway_mode_ipv6": mode})
+    isolated = _net(**{B + "gateway_mode_ipv4": "isolated"})
+    isolated.internal = True
+    BridgeDriver(FakeKernel()).validate(isolated)
+
+
+def test_an_isolated_family_puts_no_address_on_the_bridge() -> None:
+    """``isolated``: the bridge has no gateway address in that family, so the host is not on
+    the network (and the containers cannot reach the host)."""
+    k = FakeKernel()
+    net = _net(**{B + "gateway_mode_ipv4": "isolated"})
+    net.internal = True
+    net.pools.append(IPAMPool(subnet="fd00:7::/64", gateway="fd00:7::1"))
+    BridgeDriver(k).create_network(net)
+    [bridge] = [x for x in k.state.all_links() if x.kind == "bridge"]
+    assert bridge.addresses == ["fd00:7::1/64"]
 
 
 def test_option_accessors_and_their_defaults() -> None:

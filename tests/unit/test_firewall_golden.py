@@ -49,6 +49,10 @@ CASES: dict[str, tuple[dict[str, str], bool, list[IPAMPool]]] = {
     "routed4_internal": ({B + "gateway_mode_ipv4": "routed"}, True, [V4]),
     "named_bridge": ({B + "name": "lab0", "com.docker.network.driver.mtu": "1400"}, False,
                      [V4]),
+    "nat_unprotected4": ({B + "gateway_mode_ipv4": "nat-unprotected"}, False, [V4]),
+    "nat_unprotected6_routed4": ({B + "gateway_mode_ipv6": "nat-unprotected",
+                                  B + "gateway_mode_ipv4": "routed"}, False, [V4, V6]),
+    "isolated_internal": ({B + "gateway_mode_ipv4": "isolated"}, True, [V4]),
 }
 
 

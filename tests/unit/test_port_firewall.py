@@ -127,7 +127,7 @@ def test_publish_plan_golden_v6(case: str) -> None:
 
 def test_no_golden_file_is_stale() -> None:
     wanted = {"base_v4.nft", "base_v4_v6.nft"} | {f"publish_{c}.nft" for c in CASES}
-    wanted |= {f"publish_{c}.nft" for c in CASES6}
+    wanted |= {f"publish_{c}.nft" for c in CASES6} | {"publish_routed_direct.nft"}
     assert {p.name for p in GOLDEN.glob("*.nft")} == wanted
 
 
@@ -143,6 +143,18 @@ def test_bad_specs_never_become_plan_text(bad: EndpointPorts) -> None:
         publish_plan([bad])
     with pytest.raises(ValueError):
         publish_plan([], [Hairpin('n" ; flush ruleset', "172.20.0.0/16")])
+
+
+def test_a_routed_family_opens_the_container_ports_to_direct_routing() -> None:
+    """moby's routed mode: published container ports are reached at the container's own
+    address; two host ports to one container port open it once."""
+    ep = EndpointPorts(EP_ID, ADDR, (_rule("tcp", "", 8080, 80), _rule("tcp", "", 8081, 80),
+                                     _rule("udp", "", 5353, 53)), direct=True)
+    text = publish_plan([ep]) + "# removal\n" + "\n".join(unpublish_plan([ep])) + "\n"
+    _check("publish_routed_direct", text)
+    assert text.count("add element inet nsnet open4 { 172.20.0.2 . tcp . 80 comment") == 1
+    assert text.count("delete element inet nsnet open4 {") == 2
+    assert "open4" not in publish_plan([EndpointPorts(EP_ID, ADDR, ep.rules)])
 
 
 def test_dual_stack_is_one_plan() -> None:

@@ -23,7 +23,7 @@ OPT_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 OPT_GW_MODE4 = "com.docker.network.bridge.gateway_mode_ipv4"
 OPT_GW_MODE6 = "com.docker.network.bridge.gateway_mode_ipv6"
 KNOWN_BOOL = ("true", "false", "1", "0")
-GATEWAY_MODES = ("nat", "routed")
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
 # Every option a bridge network takes; anything else is refused, not ignored (rule 7). The
 # enable_ipv4/6 pair is the API's (api/networks.py), kept in Options as Docker keeps it.
 KNOWN_OPTIONS = frozenset({
@@ -60,8 +60,11 @@ def host_binding_ipv4(net: Network) -> str:
 
 
 def gateway_mode(net: Network, family: int) -> str:
-    """``nat`` (masquerade out, no direct access in) or ``routed`` (the containers' own
-    addresses, reachable by routing) for one address family."""
+    """For one address family, as moby 28: ``nat`` (masquerade out; in only through published
+    ports on the host's addresses), ``nat-unprotected`` (the same, and every port open to
+    direct routing from outside), ``routed`` (no masquerade; the containers' own addresses
+    reachable by routing: ICMP and their published ports), ``isolated`` (internal networks
+    only: the bridge gets no address, so the host is not on the network either)."""
     return net.options.get(OPT_GW_MODE4 if family == 4 else OPT_GW_MODE6) or "nat"
 
 
@@ -82,6 +85,9 @@ def _check_options(net: Network) -> None:
         if v and v not in GATEWAY_MODES:
             raise Invalid(f"invalid value {v!r} for option {key}: must be one of "
                           f"{', '.join(GATEWAY_MODES)}")
+        if v == "isolated" and not net.internal:
+            raise Invalid(f"option {key}=isolated needs an internal network (--internal): "
+                          "without a gateway address its containers could not get out")
     validate_iface_prefix(net)
 
 
@@ -133,6 +139,8 @@ class BridgeDriver:
             masquerade=_bool_opt(net, OPT_MASQ, True),
             routed4=gateway_mode(net, 4) == "routed",
             routed6=gateway_mode(net, 6) == "routed",
+            unprotected4=gateway_mode(net, 4) == "nat-unprotected",
+            unprotected6=gateway_mode(net, 6) == "nat-unprotected",
         )
 
     def _enable_forwarding(self) -> None:
@@ -177,7 +185,8 @@ class BridgeDriver:
         net.driver_state["bridge"] = name
         try:
             for p in net.pools:
-                if p.gateway:
+                family = ipaddress.ip_network(p.subnet).version
+                if p.gateway and gateway_mode(net, family) != "isolated":
                     plen = ipaddress.ip_network(p.subnet).prefixlen
                     self.kernel.links.ensure_address(idx, f"{p.gateway}/{plen}")
             if any(ipaddress.ip_network(p.subnet).version == 6 for p in net.pools):
@@ -351,7 +360,8 @@ class BridgeDriver:
             subnet = f"{address}/{plen or (32 if family == 4 else 128)}"
             rules = tuple(PortRule(m.protocol, m.host_ip, m.host_port, address,
                                    m.container_port) for m in mine)
-            out.append((EndpointPorts(ep.id, address, rules), Hairpin(net.id, subnet)))
+            direct = gateway_mode(net, family) == "routed"
+            out.append((EndpointPorts(ep.id, address, rules, direct), Hairpin(net.id, subnet)))
         return out
 
     def publish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:

@@ -7,6 +7,9 @@ Layout (see docs/kernel-names.md)::
       map from_net  ifname : verdict      iifname  -> jump n-<id12>-from  (traffic leaving a net)
       map nat4      ipv4_addr : verdict   saddr (interval) -> jump n-<id12>-nat
       map nat6      ipv6_addr : verdict
+      set bridges   ifname                 every network's bridge (who is "another network")
+      set open4     ipv4_addr . inet_proto . inet_service   published container ports open
+      set open6     ipv6_addr . inet_proto . inet_service   to direct routing (routed mode)
       chain nsnet-user  the user's own rules (Docker's DOCKER-USER): never flushed by nsnet
       chain forward     hook forward, policy accept: jump nsnet-user;
                         oifname vmap @to_net; iifname vmap @from_net
@@ -45,10 +48,15 @@ class NetworkFirewall:
     internal: bool = False
     icc: bool = True
     masquerade: bool = True
-    # Gateway mode ``routed`` per family (drivers/bridge.py): no masquerade for it, and the
-    # containers answer ICMP from anywhere, as moby's routed mode does.
+    # Gateway mode ``routed`` per family (drivers/bridge.py): no masquerade for it; the
+    # containers answer ICMP from anywhere and their published ports are open to direct
+    # routing at the container's own address (``open4``/``open6``), as in moby's routed mode.
     routed4: bool = False
     routed6: bool = False
+    # Gateway mode ``nat-unprotected``: masquerade as ``nat``, and every port of the
+    # containers open to direct routing from outside (not from another network's bridge).
+    unprotected4: bool = False
+    unprotected6: bool = False
 
 
 def _q(s: str) -> str:
@@ -82,6 +90,9 @@ def base_plan() -> str:
         f"add map {TABLE} from_net {{ type ifname : verdict; }}",
         f"add map {TABLE} nat4 {{ type ipv4_addr : verdict; flags interval; }}",
         f"add map {TABLE} nat6 {{ type ipv6_addr : verdict; flags interval; }}",
+        f"add set {TABLE} bridges {{ type ifname; }}",
+        f"add set {TABLE} open4 {{ type ipv4_addr . inet_proto . inet_service; }}",
+        f"add set {TABLE} open6 {{ type ipv6_addr . inet_proto . inet_service; }}",
         f"add chain {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}",
         f"add chain {TABLE} postrouting "
         "{ type nat hook postrouting priority srcnat; policy accept; }",
@@ -116,6 +127,7 @@ def network_plan(n: NetworkFirewall) -> str:
     verdict = "accept" if n.icc else "drop"
     lines.append(f"add rule {TABLE} {to_c} iifname {br} {verdict} comment {comment}")
     lines += _routed_icmp(n, to_c, comment)
+    lines += _direct_routing(n, to_c, comment)
     lines.append(f"add rule {TABLE} {to_c} drop comment {comment}")
     # Leaving the network: an internal network keeps everything inside its subnet.
     if n.internal:
@@ -126,6 +138,7 @@ def network_plan(n: NetworkFirewall) -> str:
         lines += _masquerade(n, nat_c, br, comment)
     lines.append(f"add element {TABLE} to_net {{ {br} : jump {to_c} }}")
     lines.append(f"add element {TABLE} from_net {{ {br} : jump {from_c} }}")
+    lines.append(f"add element {TABLE} bridges {{ {br} }}")
     for s in n.subnets:
         net = ipaddress.ip_network(s)
         m = "nat4" if net.version == 4 else "nat6"
@@ -141,6 +154,27 @@ def _routed_icmp(n: NetworkFirewall, to_c: str, comment: str) -> list[str]:
     protos = [p for p, on in (("icmp", n.routed4), ("ipv6-icmp", n.routed6)) if on]
     return [f"add rule {TABLE} {to_c} meta l4proto {p} accept comment {comment}"
             for p in protos]
+
+
+def _direct_routing(n: NetworkFirewall, to_c: str, comment: str) -> list[str]:
+    """New connections routed straight to a container's address. ``routed``: its published
+    ports, from anywhere (other networks too, as moby's routed mode). ``nat-unprotected``:
+    every port, from outside the host's networks only. ``nat``: none (moby opens published
+    ports to direct routing there too; nsnet does not, they are reached by the host's
+    addresses)."""
+    if n.internal:
+        return []
+    out = []
+    for fam, word, routed, unprotected in (("ipv4", "ip", n.routed4, n.unprotected4),
+                                           ("ipv6", "ip6", n.routed6, n.unprotected6)):
+        if routed:
+            s = "open4" if fam == "ipv4" else "open6"
+            out.append(f"add rule {TABLE} {to_c} {word} daddr . meta l4proto . th dport @{s} "
+                       f"accept comment {comment}")
+        elif unprotected:
+            out.append(f"add rule {TABLE} {to_c} meta nfproto {fam} iifname != @bridges "
+                       f"accept comment {comment}")
+    return out
 
 
 def _masquerade(n: NetworkFirewall, nat_c: str, br: str, comment: str) -> list[str]:
@@ -160,6 +194,7 @@ def network_remove_plan(short_id: str, bridge: str, subnets: tuple[str, ...]) ->
     cmds = [
         f"delete element {TABLE} to_net {{ {br} }}",
         f"delete element {TABLE} from_net {{ {br} }}",
+        f"delete element {TABLE} bridges {{ {br} }}",
     ]
     for s in subnets:
         net = ipaddress.ip_network(s)
@@ -231,6 +266,8 @@ class Firewall:
                             continue
                         if isinstance(key, str):
                             cmds.append(f"delete element {TABLE} {m} {{ {_q(key)} }}")
+                            if m == "to_net":
+                                cmds.append(f"delete element {TABLE} bridges {{ {_q(key)} }}")
                         elif "prefix" in key:
                             pk = key["prefix"]
                             cmds.append(f"delete element {TABLE} {m} "

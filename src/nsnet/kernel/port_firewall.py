@@ -33,6 +33,10 @@ bridge (the kernel otherwise drops a 127/8 source leaving a non-loopback link); 
 it. External clients are not masqueraded, so the container sees the real client address.
 The forward chain of the target network accepts ``ct status dnat`` (kernel/firewall.py).
 
+On a network whose gateway mode is ``routed`` for the family, the container ports are also
+added to the firewall's ``open4``/``open6`` sets (kernel/firewall.py), which that network's chain
+accepts: moby's routed mode reaches published ports at the container's own address.
+
 IPv6 (``ports6``, ``ports6_ip``, ``hairpin6``) is the same but for the host's own loopback:
 a connection from ``::1`` is DNATed and masqueraded alike, yet the kernel never delivers it
 (there is no ``route_localnet`` for IPv6; moby serves ``[::1]`` only with its userland proxy),
@@ -70,11 +74,14 @@ class PortRule:
 
 @dataclass(frozen=True)
 class EndpointPorts:
-    """Everything one endpoint publishes in one address family."""
+    """Everything one endpoint publishes in one address family. ``direct``: its network is
+    in ``routed`` mode for this family, so the container ports are also opened to direct
+    routing at the container's address (the ``open4``/``open6`` sets of kernel/firewall.py)."""
 
     endpoint_id: str
     address: str
     rules: tuple[PortRule, ...]
+    direct: bool = False
 
     @property
     def family(self) -> int:
@@ -200,6 +207,19 @@ def _comment(ep: EndpointPorts) -> str:
     return f'"{COMMENT_PREFIX}{ep.endpoint_id[:12]}"'
 
 
+def _open_keys(ep: EndpointPorts) -> list[str]:
+    """The endpoint's container ports as ``open4``/``open6`` keys, once each (two host ports
+    may lead to one container port)."""
+    if not ep.direct:
+        return []
+    return list(dict.fromkeys(f"{r.address} . {r.protocol} . {r.container_port}"
+                              for r in ep.rules))
+
+
+def _open_set(family: int) -> str:
+    return "open4" if family == 4 else "open6"
+
+
 def publish_plan(eps: Sequence[EndpointPorts], hairpins: Sequence[Hairpin] = ()) -> str:
     """Endpoints' elements (a container's, both families) and the hairpin elements of
     networks publishing for the first time, as one transaction."""
@@ -216,6 +236,8 @@ def publish_plan(eps: Sequence[EndpointPorts], hairpins: Sequence[Hairpin] = ())
             suffix, key = _key(r)
             lines.append(f"add element {TABLE} {anymap}{suffix} "
                          f"{{ {key} comment {c} : {r.address} . {r.container_port} }}")
+        for key in _open_keys(ep):
+            lines.append(f"add element {TABLE} {_open_set(ep.family)} {{ {key} comment {c} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +250,8 @@ def unpublish_plan(eps: Sequence[EndpointPorts], hairpins: Sequence[Hairpin] = (
         for r in ep.rules:
             suffix, key = _key(r)
             cmds.append(f"delete element {TABLE} {anymap}{suffix} {{ {key} }}")
+        for key in _open_keys(ep):
+            cmds.append(f"delete element {TABLE} {_open_set(ep.family)} {{ {key} }}")
     for h in hairpins:
         _, _, hairpin, _, _ = _names(h.family)
         cmds.append(f"delete element {TABLE} {hairpin} {{ {_hairpin_key(h)} }}")
@@ -322,7 +346,8 @@ class PortFirewall:
         try:
             for family in self._families:
                 anymap, ipmap, hairpin, _, _ = _names(family)
-                for kind, name in (("map", anymap), ("map", ipmap), ("set", hairpin)):
+                for kind, name in (("map", anymap), ("map", ipmap), ("set", hairpin),
+                                   ("set", _open_set(family))):
                     try:
                         listing = jnft.run(f"list {kind} {TABLE} {name}")
                     except NftError:
