@@ -21,6 +21,7 @@ import pytest
 from helpers import api_error, run, sandbox
 
 from nsnet.testing.hosts import Daemon, TestHost, sh
+from nsnet.testing.lan import lan_machine
 
 pytestmark = pytest.mark.root
 
@@ -67,19 +68,9 @@ except OSError as e:
 
 @pytest.fixture
 def lan(daemon: Daemon) -> Iterator[TestHost]:
-    other = TestHost.create("nspp")
-    try:
-        sh("ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns",
-           other.name, ns=daemon.host.name)
-        daemon.host.ip("addr", "add", f"{HOST_LAN_IP}/24", "dev", "lan0")
-        daemon.host.ip("link", "set", "lan0", "up")
-        other.ip("addr", "add", f"{LAN_IP}/24", "dev", "lan0p")
-        daemon.host.ip("addr", "add", f"{HOST_LAN_IP6}/64", "dev", "lan0", "nodad")
-        other.ip("addr", "add", f"{LAN_IP6}/64", "dev", "lan0p", "nodad")
-        other.ip("link", "set", "lan0p", "up")
+    with lan_machine(daemon.host, host_addresses=[f"{HOST_LAN_IP}/24", f"{HOST_LAN_IP6}/64"],
+                     lan_addresses=[f"{LAN_IP}/24", f"{LAN_IP6}/64"], prefix="nspp") as other:
         yield other
-    finally:
-        other.destroy()
 
 
 class Servers:
