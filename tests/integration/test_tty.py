@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run, wait_for
+from helpers import api_error, run, wait_for
 
 from nsnet.testing.hosts import Daemon
 
@@ -95,6 +95,59 @@ def test_docker_exec_it_shell_is_interactive(daemon: Daemon) -> None:
     assert rc == 3, screen
     # The pty is gone with the exec: nothing of it is left in the daemon.
     assert not _ptmx_fds(daemon), "the daemon still holds a pty master"
+    c.containers.remove(cid, force=True)
+
+
+def test_detach_keys_leave_the_shell_running_for_the_next_attach(daemon: Daemon) -> None:
+    """Ctrl-P Ctrl-Q (and ``--detach-keys``) detach the CLI; the container's shell keeps
+    running with its state, and ``docker attach`` gets back to it (a TTY's stdin is not closed
+    when its client goes, StdinOnce or not, as in moby)."""
+    t = Terminal(daemon, ["run", "-it", "--name", "det", "busybox", "sh"])
+    t.read_until(b"# ")
+    t.type("X=kept$((20+22))\r")
+    t.type("\x10\x11")  # ctrl-p ctrl-q
+    assert t.finish(timeout=10) == 0, t.screen  # docker run -it ends quietly on a detach
+    c = daemon.client()
+    assert c.containers.inspect("det")["State"]["Running"]
+    a = Terminal(daemon, ["attach", "--detach-keys", "ctrl-x,x", "det"])
+    a.type("echo $X\r")
+    assert b"kept42" in a.read_until(b"kept42"), a.screen
+    a.type("\x18x")  # ctrl-x x
+    rc = a.finish(timeout=10)
+    # docker attach reports the detach as its error, with status 1 (the CLI's, not ours).
+    assert b"read escape sequence" in a.screen and rc == 1, a.screen
+    assert c.containers.inspect("det")["State"]["Running"]
+    c.containers.remove("det", force=True)
+
+
+def test_an_api_client_detaches_with_its_keys_and_the_container_goes_on(
+        daemon: Daemon) -> None:
+    """The Docker SDK's attach socket has no CLI to watch for the keys: the daemon finds
+    ``detachKeys`` in the input, ends the session, and the shell keeps running. Bad keys are
+    moby's 400 before anything is hijacked."""
+    import docker
+
+    c = daemon.client()
+    cid = run(c, name="apidet", cmd=["sh"], Tty=True, OpenStdin=True)
+    sdk = docker.DockerClient(base_url=f"unix://{daemon.socket}")
+    sock = sdk.api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stream": 1,
+                                              "detachKeys": "ctrl-x,x"})
+    raw = sock._sock
+    raw.settimeout(10)
+    raw.sendall(b"echo hi$((6*7))\r")
+    seen = b""
+    while b"hi42" not in seen:
+        seen += raw.recv(4096)
+    raw.sendall(b"\x18x")  # ctrl-x x: the daemon ends the session, so the socket closes
+    while chunk := raw.recv(4096):
+        seen += chunk
+    assert b"\x18" not in seen  # the keys never reached the terminal (it would echo ^X)
+    sock.close()
+    assert c.containers.inspect(cid)["State"]["Running"]
+    e = api_error(c.transport.call, "POST",
+                  f"/containers/{cid}/attach?stream=1&stdin=1&detachKeys=ctrl-1")
+    assert e.status == 400 and "Invalid detach keys (ctrl-1) provided" in e.message
+    sdk.close()
     c.containers.remove(cid, force=True)
 
 

@@ -4,11 +4,12 @@ control calls (rename, pause/unpause, top, resize)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
 
-from nsnet.api import render
+from nsnet.api import detach_keys, render
 from nsnet.api.app import Router, json_response, require_int, std_headers
 from nsnet.api.backend import Backend
 from nsnet.api.parse import (
@@ -260,10 +261,24 @@ def _register_output(router: Router, backend: Backend) -> None:
         so, se = qbool(req, "stdout"), qbool(req, "stderr")
         # stdin=1: the connection's input goes to the container's terminal, or to its stdin
         # pipe when it was created with OpenStdin; otherwise it is read and dropped.
-        source = InputSink(req, raw=c.tty) if qbool(req, "stdin") else None
+        keys = detach_keys.parse(req.query.get("detachKeys"))  # a 400 before the hijack
+        source = InputSink(req, raw=c.tty, detach_keys=keys) if qbool(req, "stdin") else None
         resp = await hijack(req, tty=c.tty)
         sink = source.start(resp) if source else sink_to(resp, raw=c.tty)
-        await backend.attach(c.id, sink, so, se, qbool(req, "logs"), qbool(req, "stream"))
+        session = asyncio.ensure_future(
+            backend.attach(c.id, sink, so, se, qbool(req, "logs"), qbool(req, "stream")))
+        if source is None:
+            await session
+        else:
+            # The detach keys end the session; the container goes on (moby's detach).
+            detached = asyncio.ensure_future(source.detached.wait())
+            try:
+                await asyncio.wait({session, detached}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (session, detached):
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
         await resp.write_eof()
         return resp
 

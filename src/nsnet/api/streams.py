@@ -20,6 +20,7 @@ from aiohttp import web
 
 from nsnet.api.app import std_headers
 from nsnet.api.backend import Sink
+from nsnet.api.detach_keys import DetachScanner
 from nsnet.api.server import mark_hijacked
 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -83,10 +84,15 @@ class InputSink:
     (``nsnet.engine.sessions.InputSink``). Made before ``hijack`` answers: a client may
     write as soon as it reads the 101, and aiohttp would parse those bytes as a request."""
 
-    def __init__(self, req: web.BaseRequest, raw: bool) -> None:
+    def __init__(self, req: web.BaseRequest, raw: bool, detach_keys: bytes | None = None) -> None:
         self._raw = raw
         self._write: Sink | None = None
         self._input = _InputParser(req)
+        self._scanner = DetachScanner(detach_keys) if detach_keys else None
+        self._ended = False
+        # Set when the client typed its detach keys: its input has ended, and the handler
+        # ends the session (the container keeps running).
+        self.detached = asyncio.Event()
         protocol: Any = req.protocol
         protocol.set_parser(self._input)
         _notify_eof(protocol, self._input)
@@ -101,8 +107,21 @@ class InputSink:
         await self._write(stream, data)
 
     async def read_input(self) -> bytes:
-        """The next chunk the client sent; b"" once it half-closed or left."""
-        return await self._input.read()
+        """The next chunk the client sent; b"" once it half-closed, left or detached."""
+        while not self._ended:
+            data = await self._input.read()
+            if self._scanner is None:
+                return data
+            if not data:
+                self._ended = True
+                return self._scanner.flush()
+            out, detached = self._scanner.feed(data)
+            if detached:
+                self._ended = True
+                self.detached.set()
+            if out:
+                return out
+        return b""
 
 
 def _notify_eof(protocol: Any, parser: _InputParser) -> None:
