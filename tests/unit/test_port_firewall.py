@@ -371,7 +371,7 @@ def test_reconcile_binds_again_and_drops_strays() -> None:
     svc.reconcile(report)
     assert len(svc.reservations.held) == 2
     assert set(rules.published) == {EP_ID}
-    assert list(rules.hairpins) == [(NET_ID, 4)]
+    assert list(rules.hairpins) == [(NET_ID, "172.20.0.0/16")]
     assert report["ports_removed"] == ["f" * 12]
     drv = svc.drivers["bridge"]
     assert isinstance(drv, BridgeDriver)
@@ -564,9 +564,10 @@ def test_the_hairpin_element_is_the_networks_first_to_last_publisher() -> None:
     svc.publish(c, Undo())
     svc.publish(c2, Undo())
     assert [p.count("hairpin4") for p in rules.plans] == [1, 0]
-    assert list(rules.hairpins) == [(NET_ID, 4)]
+    assert list(rules.hairpins) == [(NET_ID, "172.20.0.0/16")]
     svc.unpublish(c)
-    assert "hairpin4" not in rules.plans[-1] and list(rules.hairpins) == [(NET_ID, 4)]
+    assert "hairpin4" not in rules.plans[-1]
+    assert list(rules.hairpins) == [(NET_ID, "172.20.0.0/16")]
     svc.unpublish(c2)
     assert "delete element inet nsnet hairpin4 { 172.20.0.0/16 . 172.20.0.0/16 }" in \
         rules.plans[-1]

@@ -102,9 +102,10 @@ class BridgeDriver:
         self._ports = ports
         self._published: dict[str, tuple[str, tuple[PortMapping, ...]]] = {}
         self._localnet: set[str] = set()
-        # (network id, family) -> endpoints publishing in it: the network's hairpin element
-        # comes with the first and goes with the last.
-        self._hairpins: dict[tuple[str, int], set[str]] = {}
+        # (network id, subnet) -> endpoints publishing in it: the subnet's hairpin element
+        # comes with the first and goes with the last. By subnet, not family: a network may
+        # have two subnets of one family, each with its own element.
+        self._hairpins: dict[tuple[str, str], set[str]] = {}
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
@@ -380,10 +381,10 @@ class BridgeDriver:
                 for m in ports):
             self.kernel.sysctl_set(f"net.ipv4.conf.{name}.route_localnet", "1")
             self._localnet.add(name)
-        first = [h for _, h in units if not self._hairpins.get((net.id, h.family))]
+        first = [h for _, h in units if not self._hairpins.get((net.id, h.key_subnet))]
         self._port_rules().publish([spec for spec, _ in units], first)
         for _, h in units:
-            self._hairpins.setdefault((net.id, h.family), set()).add(ep.id)
+            self._hairpins.setdefault((net.id, h.key_subnet), set()).add(ep.id)
         self._published[ep.id] = (net.id, tuple(ports))
         # Its own published port from inside (the DNATed packet leaves by the port it came in).
         idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
@@ -398,10 +399,10 @@ class BridgeDriver:
         units = self._endpoint_ports(net, ep, usable)
         last = []
         for _, h in units:
-            holders = self._hairpins.get((net.id, h.family), set())
+            holders = self._hairpins.get((net.id, h.key_subnet), set())
             holders.discard(ep.id)
             if not holders:
-                self._hairpins.pop((net.id, h.family), None)
+                self._hairpins.pop((net.id, h.key_subnet), None)
                 last.append(h)
         self._port_rules().unpublish([spec for spec, _ in units], last)
         self._published.pop(ep.id, None)
@@ -415,7 +416,7 @@ class BridgeDriver:
 
     def remove_unowned_ports(self, owned: set[str]) -> list[str]:
         """Reconcile: elements whose endpoint (by its id12 in the comment) is not live, and
-        hairpin elements of networks where no live endpoint publishes. Returns the
+        hairpin elements of subnets where no live endpoint publishes. Returns the
         endpoints'."""
         keep = {eid[:12] for eid in owned}
         for eid in [eid for eid in self._published if eid[:12] not in keep]:
@@ -424,10 +425,10 @@ class BridgeDriver:
             holders.intersection_update(owned)
             if not holders:
                 del self._hairpins[key]
-        live_nets = {(nid[:12], fam) for nid, fam in self._hairpins}
+        live = {(nid[:12], subnet) for nid, subnet in self._hairpins}
         rules = self._port_rules()
         stale = [e for e in rules.elements()
-                 if ((e.network_id, e.family) not in live_nets if e.network_id
+                 if ((e.network_id, e.subnet) not in live if e.network_id
                      else e.endpoint_id not in keep)]
         rules.remove_elements(stale)
         return sorted({e.endpoint_id for e in stale if not e.network_id})

@@ -100,6 +100,12 @@ class Hairpin:
     def family(self) -> int:
         return ipaddress.ip_network(self.subnet, strict=False).version
 
+    @property
+    def key_subnet(self) -> str:
+        """The subnet as its element holds it (host bits cleared): what tells two hairpin
+        elements of one network apart."""
+        return str(ipaddress.ip_network(self.subnet, strict=False))
+
 
 @dataclass(frozen=True)
 class PublishedElement:
@@ -110,6 +116,7 @@ class PublishedElement:
     endpoint_id: str  # from the element's comment (the first 12 characters of the id)
     delete_command: str
     network_id: str = ""  # a hairpin element's network (first 12 characters), else ""
+    subnet: str = ""  # a hairpin element's subnet (a network may have two of one family)
 
 
 class PortRules(Protocol):
@@ -293,9 +300,19 @@ def parse_elements(listing: str, family: int, name: str) -> list[PublishedElemen
             owner = comment[len(COMMENT_PREFIX):] if comment.startswith(COMMENT_PREFIX) else ""
             network = comment[len(NETWORK_COMMENT_PREFIX):] \
                 if comment.startswith(NETWORK_COMMENT_PREFIX) else ""
+            subnet = _subnet_of(key) if network else ""
             out.append(PublishedElement(family, owner,
-                                        f"delete element {TABLE} {name} {{ {key} }}", network))
+                                        f"delete element {TABLE} {name} {{ {key} }}", network,
+                                        subnet))
     return out
+
+
+def _subnet_of(key: str) -> str:
+    """A hairpin key's subnet, spelt as ``Hairpin.key_subnet`` spells it ("" if unreadable)."""
+    try:
+        return str(ipaddress.ip_network(key.split(" . ")[0], strict=False))
+    except ValueError:
+        return ""
 
 
 class PortFirewall:
@@ -373,7 +390,7 @@ class FakePortRules:
 
     def __init__(self) -> None:
         self.published: dict[str, dict[int, EndpointPorts]] = {}  # endpoint -> family -> ports
-        self.hairpins: dict[tuple[str, int], Hairpin] = {}
+        self.hairpins: dict[tuple[str, str], Hairpin] = {}  # (network, subnet) -> element
         self.plans: list[str] = []
 
     def publish(self, eps: Sequence[EndpointPorts], hairpins: Sequence[Hairpin] = ()) -> None:
@@ -381,14 +398,14 @@ class FakePortRules:
         for ep in eps:
             self.published.setdefault(ep.endpoint_id, {})[ep.family] = ep
         for h in hairpins:
-            self.hairpins[(h.network_id, h.family)] = h
+            self.hairpins[(h.network_id, h.key_subnet)] = h
 
     def unpublish(self, eps: Sequence[EndpointPorts], hairpins: Sequence[Hairpin] = ()) -> None:
         self.plans.append("\n".join(unpublish_plan(eps, hairpins)) + "\n")
         for ep in eps:
             self._drop(ep.endpoint_id, ep.family)
         for h in hairpins:
-            self.hairpins.pop((h.network_id, h.family), None)
+            self.hairpins.pop((h.network_id, h.key_subnet), None)
 
     def _drop(self, endpoint_id: str, family: int) -> None:
         families = self.published.get(endpoint_id, {})
@@ -399,14 +416,14 @@ class FakePortRules:
     def elements(self) -> list[PublishedElement]:
         out = [PublishedElement(fam, eid[:12], f"fake ep {eid} {fam}")
                for eid, families in self.published.items() for fam in families]
-        out += [PublishedElement(fam, "", f"fake net {nid} {fam}", nid[:12])
-                for (nid, fam) in self.hairpins]
+        out += [PublishedElement(h.family, "", f"fake net {nid} {subnet}", nid[:12], subnet)
+                for (nid, subnet), h in self.hairpins.items()]
         return out
 
     def remove_elements(self, elements: list[PublishedElement]) -> None:
         for e in elements:
-            _, kind, key, fam = e.delete_command.split()
+            _, kind, key, last = e.delete_command.split()  # last: a family, or a subnet
             if kind == "ep":
-                self._drop(key, int(fam))
+                self._drop(key, int(last))
             else:
-                self.hairpins.pop((key, int(fam)), None)
+                self.hairpins.pop((key, last), None)

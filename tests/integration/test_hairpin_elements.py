@@ -1,0 +1,89 @@
+"""The network's hairpin element (kernel/port_firewall.py) against the real kernel, where the
+driver's first-publisher/last-publisher count can disagree with the ruleset: a network with two
+IPv4 subnets.
+
+A container reaching a neighbour's published port by the gateway's address must be
+masqueraded to that address: the server (a host python in the neighbour's namespace) answers
+with the client address it sees.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from helpers import run, sandbox
+
+from nsnet.testing.hosts import Daemon, sh
+
+pytestmark = pytest.mark.root
+
+SERVE = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(8)
+print("ready", flush=True)
+while True:
+    conn, peer = s.accept(); conn.sendall(f"from {peer[0]}".encode()); conn.close()
+"""
+ASK = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+    print(s.recv(100).decode())
+except OSError as e:
+    print("failed", e)
+"""
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def serve(procs: list[subprocess.Popen[str]], ns_path: str) -> None:
+    p = subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, "-c", SERVE],
+                         stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+
+def ask(ns_path: str, ip: str, port: int) -> str:
+    return sh("nsenter", f"--net={ns_path}", sys.executable, "-c", ASK, ip,
+              str(port)).stdout.strip()
+
+
+def hairpin_set(d: Daemon) -> str:
+    return sh("nft", "list", "set", "inet", "nsnet", "hairpin4", ns=d.host.name).stdout
+
+
+def test_each_subnet_of_a_network_hairpins(daemon: Daemon,
+                                           servers: list[subprocess.Popen[str]]) -> None:
+    """bug: the count was per network and family, so a network with two IPv4 subnets got
+    the hairpin element of its first publisher's subnet only: a client in the second subnet
+    reaching a published port of a neighbour there was not masqueraded."""
+    c = daemon.client()
+    daemon.docker("network", "create", "--subnet", "10.81.0.0/24", "--subnet",
+                  "10.82.0.0/24", "two")
+    run(c, network="two", ip="10.81.0.5", name="web1",
+        HostConfig={"PortBindings": {"80/tcp": [{"HostPort": "8081"}]}})
+    web2 = run(c, network="two", ip="10.82.0.5", name="web2",
+               HostConfig={"PortBindings": {"80/tcp": [{"HostPort": "8082"}]}})
+    client = run(c, network="two", ip="10.82.0.9", name="client")
+    serve(servers, sandbox(c, web2))
+    assert "10.82.0.0/24 . 10.82.0.0/24" in hairpin_set(daemon)
+    assert ask(sandbox(c, client), "10.82.0.1", 8082) == "from 10.82.0.1"
+    daemon.docker("rm", "-f", "web1")  # its subnet's last publisher: only its element goes
+    text = hairpin_set(daemon)
+    assert "10.81.0.0/24" not in text and "10.82.0.0/24 . 10.82.0.0/24" in text
+    assert ask(sandbox(c, client), "10.82.0.1", 8082) == "from 10.82.0.1"
+    daemon.docker("rm", "-f", "web2", "client")
+    assert "10.82.0.0/24" not in hairpin_set(daemon)

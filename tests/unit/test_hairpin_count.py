@@ -1,0 +1,73 @@
+"""The bridge driver's count of who publishes in a network (its hairpin element comes with the
+first publisher and goes with the last), checked where it can go wrong: a network with two
+subnets of one family, a firewall that lost its elements, a publish that fails halfway."""
+
+from __future__ import annotations
+
+from nsnet.drivers.bridge import BridgeDriver
+from nsnet.engine.published_ports import PublishedPorts
+from nsnet.engine.registry import Registry
+from nsnet.engine.undo import Undo
+from nsnet.kernel.port_firewall import FakePortRules, Hairpin, parse_elements
+from nsnet.model import Attachment, Container, Endpoint, IPAMPool, Network
+from nsnet.testing.fake_kernel import FakeKernel
+from nsnet.testing.fake_store import MemoryStore
+
+NET_ID = "a" * 64
+
+
+def _container(cid: str, ep: Endpoint) -> Container:
+    c = Container(id=cid, name=f"c{cid[:4]}", image="busybox", image_id="i", created="")
+    c.network_mode = "app"
+    c.attachments = [Attachment(NET_ID, endpoint=ep)]
+    c.port_bindings = {"80/tcp": [{"HostIp": "", "HostPort": ""}]}
+    c.state.status = "running"
+    return c
+
+
+def _endpoint(eid: str, address: str, gateway: str) -> Endpoint:
+    return Endpoint(id=eid, network_id=NET_ID, container_id=eid, ifname="eth0",
+                    mac="02:42:ac:14:00:02", ipv4=address, ipv4_prefixlen=24, gateway=gateway,
+                    default_route=True)
+
+
+def _world(kernel: FakeKernel | None = None) -> tuple[PublishedPorts, FakePortRules, Network]:
+    net = Network(id=NET_ID, name="app", driver="bridge", created="",
+                  pools=[IPAMPool(subnet="10.1.0.0/24", gateway="10.1.0.1"),
+                         IPAMPool(subnet="10.2.0.0/24", gateway="10.2.0.1")],
+                  driver_state={"bridge": "br-aaaaaaaaaaaa"})
+    registry = Registry(MemoryStore())
+    registry.networks[net.id] = net
+    rules = FakePortRules()
+    return (PublishedPorts(registry, {"bridge": BridgeDriver(kernel or FakeKernel(), rules)}),
+            rules, net)
+
+
+def _hairpin_subnets(rules: FakePortRules) -> set[str]:
+    return {h.key_subnet for h in rules.hairpins.values()}
+
+
+def test_each_subnet_of_a_network_gets_its_hairpin_element() -> None:
+    """Two IPv4 subnets on one bridge (``--subnet`` twice, a container in the second with
+    ``--ip``): a container of the second reaches a published port of its neighbour in the
+    second only if its own subnet's element is there, whoever published first."""
+    svc, rules, _ = _world()
+    c1 = _container("1" * 64, _endpoint("e1" * 32, "10.1.0.5", "10.1.0.1"))
+    c2 = _container("2" * 64, _endpoint("e2" * 32, "10.2.0.5", "10.2.0.1"))
+    svc.publish(c1, Undo())
+    svc.publish(c2, Undo())
+    assert _hairpin_subnets(rules) == {"10.1.0.0/24", "10.2.0.0/24"}
+    svc.unpublish(c1)  # the first subnet's last publisher: its element goes, not the other's
+    assert _hairpin_subnets(rules) == {"10.2.0.0/24"}
+    svc.unpublish(c2)
+    assert rules.hairpins == {}
+
+
+def test_a_hairpin_element_read_back_names_its_subnet() -> None:
+    """What reconcile compares with the count: the kernel's listing spells the subnet as the
+    driver does."""
+    listing = ('{"nftables": [{"set": {"name": "hairpin6", "elem": [{"elem": {"val": {"concat":'
+               ' [{"prefix": {"addr": "fd00:20::", "len": 64}}, {"prefix": {"addr": "fd00:20::",'
+               ' "len": 64}}]}, "comment": "nsnet net aaaaaaaaaaaa"}}]}}]}')
+    [el] = parse_elements(listing, 6, "hairpin6")
+    assert (el.network_id, el.subnet) == ("a" * 12, Hairpin(NET_ID, "fd00:20::5/64").key_subnet)
