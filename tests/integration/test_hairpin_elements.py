@@ -1,6 +1,6 @@
 """The network's hairpin element (kernel/port_firewall.py) against the real kernel, where the
 driver's first-publisher/last-publisher count can disagree with the ruleset: a network with two
-IPv4 subnets.
+IPv4 subnets, and a ruleset that lost its elements while the daemon kept running.
 
 A container reaching a neighbour's published port by the gateway's address must be
 masqueraded to that address: the server (a host python in the neighbour's namespace) answers
@@ -87,3 +87,21 @@ def test_each_subnet_of_a_network_hairpins(daemon: Daemon,
     assert ask(sandbox(c, client), "10.82.0.1", 8082) == "from 10.82.0.1"
     daemon.docker("rm", "-f", "web2", "client")
     assert "10.82.0.0/24" not in hairpin_set(daemon)
+
+
+def test_reconcile_restores_a_hairpin_element_the_ruleset_lost(
+        daemon: Daemon, servers: list[subprocess.Popen[str]]) -> None:
+    """bug: after the table went (``nft flush ruleset``, a firewall reload) ``nsnet system
+    reconcile`` put the ports back but not the network's hairpin element, since the
+    driver still counted the container as its publisher."""
+    c = daemon.client()
+    daemon.docker("network", "create", "--subnet", "10.83.0.0/24", "pub")
+    web = run(c, network="pub", name="web",
+              HostConfig={"PortBindings": {"80/tcp": [{"HostPort": "8083"}]}})
+    client = run(c, network="pub", name="client")
+    serve(servers, sandbox(c, web))
+    assert ask(sandbox(c, client), "10.83.0.1", 8083) == "from 10.83.0.1"
+    sh("nft", "delete", "table", "inet", "nsnet", ns=daemon.host.name)
+    daemon.cli("system", "reconcile")
+    assert "10.83.0.0/24 . 10.83.0.0/24" in hairpin_set(daemon)
+    assert ask(sandbox(c, client), "10.83.0.1", 8083) == "from 10.83.0.1"

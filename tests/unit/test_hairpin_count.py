@@ -1,6 +1,6 @@
 """The bridge driver's count of who publishes in a network (its hairpin element comes with the
 first publisher and goes with the last), checked where it can go wrong: a network with two
-subnets of one family, a firewall that lost its elements, a publish that fails halfway."""
+subnets of one family, a firewall that lost its elements."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ def test_each_subnet_of_a_network_gets_its_hairpin_element() -> None:
     assert _hairpin_subnets(rules) == {"10.2.0.0/24"}
     svc.unpublish(c2)
     assert rules.hairpins == {}
+
+
+def test_reconcile_puts_back_a_hairpin_element_the_firewall_lost() -> None:
+    """`nsnet system reconcile` after the table went (``nft flush ruleset``, a firewall
+    reload): the ports come back, and so must the network's hairpin element, though the
+    driver still counts the container as its publisher."""
+    svc, rules, _ = _world()
+    c1 = _container("1" * 64, _endpoint("e1" * 32, "10.1.0.5", "10.1.0.1"))
+    svc.registry.containers[c1.id] = c1
+    svc.publish(c1, Undo())
+    rules.remove_elements(rules.elements())  # the kernel lost them all
+    assert rules.published == {} and rules.hairpins == {}
+    svc.reconcile({})
+    assert set(rules.published) == {"e1" * 32}
+    assert _hairpin_subnets(rules) == {"10.1.0.0/24"}
 
 
 def test_a_hairpin_element_read_back_names_its_subnet() -> None:

@@ -106,6 +106,7 @@ class BridgeDriver:
         # comes with the first and goes with the last. By subnet, not family: a network may
         # have two subnets of one family, each with its own element.
         self._hairpins: dict[tuple[str, str], set[str]] = {}
+        self._hairpin_of: dict[tuple[str, str], Hairpin] = {}
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
@@ -385,6 +386,7 @@ class BridgeDriver:
         self._port_rules().publish([spec for spec, _ in units], first)
         for _, h in units:
             self._hairpins.setdefault((net.id, h.key_subnet), set()).add(ep.id)
+            self._hairpin_of[(net.id, h.key_subnet)] = h
         self._published[ep.id] = (net.id, tuple(ports))
         # Its own published port from inside (the DNATed packet leaves by the port it came in).
         idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
@@ -403,6 +405,7 @@ class BridgeDriver:
             holders.discard(ep.id)
             if not holders:
                 self._hairpins.pop((net.id, h.key_subnet), None)
+                self._hairpin_of.pop((net.id, h.key_subnet), None)
                 last.append(h)
         self._port_rules().unpublish([spec for spec, _ in units], last)
         self._published.pop(ep.id, None)
@@ -416,8 +419,10 @@ class BridgeDriver:
 
     def remove_unowned_ports(self, owned: set[str]) -> list[str]:
         """Reconcile: elements whose endpoint (by its id12 in the comment) is not live, and
-        hairpin elements of subnets where no live endpoint publishes. Returns the
-        endpoints'."""
+        hairpin elements of subnets where no live endpoint publishes; and the hairpin
+        elements the count holds but the kernel lost (a flushed ruleset: the publishes
+        before this call put the ports back, but add a subnet's element only for its first
+        publisher). Returns the endpoints' whose elements went."""
         keep = {eid[:12] for eid in owned}
         for eid in [eid for eid in self._published if eid[:12] not in keep]:
             self._published.pop(eid, None)
@@ -425,12 +430,20 @@ class BridgeDriver:
             holders.intersection_update(owned)
             if not holders:
                 del self._hairpins[key]
+                self._hairpin_of.pop(key, None)
         live = {(nid[:12], subnet) for nid, subnet in self._hairpins}
         rules = self._port_rules()
-        stale = [e for e in rules.elements()
+        elements = rules.elements()
+        stale = [e for e in elements
                  if ((e.network_id, e.subnet) not in live if e.network_id
                      else e.endpoint_id not in keep)]
         rules.remove_elements(stale)
+        present = {(e.network_id, e.subnet) for e in elements if e.network_id} - \
+            {(e.network_id, e.subnet) for e in stale}
+        lost = [h for (nid, subnet), h in self._hairpin_of.items()
+                if (nid[:12], subnet) not in present]
+        if lost:
+            rules.publish([], lost)
         return sorted({e.endpoint_id for e in stale if not e.network_id})
 
 
