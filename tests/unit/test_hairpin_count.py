@@ -1,16 +1,20 @@
 """The bridge driver's count of who publishes in a network (its hairpin element comes with the
 first publisher and goes with the last), checked where it can go wrong: a network with two
-subnets of one family, a firewall that lost its elements."""
+subnets of one family, a firewall that lost its elements, a publish that fails halfway."""
 
 from __future__ import annotations
+
+import pytest
 
 from nsnet.drivers.bridge import BridgeDriver
 from nsnet.engine.published_ports import PublishedPorts
 from nsnet.engine.registry import Registry
 from nsnet.engine.undo import Undo
+from nsnet.errors import SystemError_
 from nsnet.kernel.port_firewall import FakePortRules, Hairpin, parse_elements
 from nsnet.model import Attachment, Container, Endpoint, IPAMPool, Network
 from nsnet.testing.fake_kernel import FakeKernel
+from nsnet.testing.fake_links import HOST, FakeLink
 from nsnet.testing.fake_store import MemoryStore
 
 NET_ID = "a" * 64
@@ -75,6 +79,26 @@ def test_reconcile_puts_back_a_hairpin_element_the_firewall_lost() -> None:
     assert rules.published == {} and rules.hairpins == {}
     svc.reconcile({})
     assert set(rules.published) == {"e1" * 32}
+    assert _hairpin_subnets(rules) == {"10.1.0.0/24"}
+
+
+def test_a_publish_that_fails_leaves_no_element_and_no_count() -> None:
+    """The driver's publish raises after its transaction (hairpin mode on the port): the
+    engine pushes no undo for a call that raised, so the driver must leave nothing itself,
+    neither elements in the kernel nor a publisher in its count."""
+    kernel = FakeKernel()
+    svc, rules, _ = _world(kernel)
+    ep = _endpoint("e1" * 32, "10.1.0.5", "10.1.0.1")
+    ep.host_ifname = "vethabc1234"
+    kernel.state.add_link(FakeLink(name=ep.host_ifname, kind="veth", ns=HOST))
+    kernel.state.fail_on("set_hairpin", None, 0)
+    c1 = _container("1" * 64, ep)
+    with pytest.raises(SystemError_):
+        svc.publish(c1, Undo())
+    assert rules.published == {} and rules.hairpins == {}
+    # A second container publishes later: the network's element must come with it.
+    c2 = _container("2" * 64, _endpoint("e2" * 32, "10.1.0.6", "10.1.0.1"))
+    svc.publish(c2, Undo())
     assert _hairpin_subnets(rules) == {"10.1.0.0/24"}
 
 

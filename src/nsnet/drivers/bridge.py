@@ -382,16 +382,18 @@ class BridgeDriver:
                 for m in ports):
             self.kernel.sysctl_set(f"net.ipv4.conf.{name}.route_localnet", "1")
             self._localnet.add(name)
+        # Its own published port from inside (the DNATed packet leaves by the port it came
+        # in). First: the engine pushes no undo for a publish that raised, so nothing may
+        # fail after the transaction below.
+        idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
+        if idx is not None:
+            self.kernel.links.set_hairpin(idx, True)
         first = [h for _, h in units if not self._hairpins.get((net.id, h.key_subnet))]
         self._port_rules().publish([spec for spec, _ in units], first)
         for _, h in units:
             self._hairpins.setdefault((net.id, h.key_subnet), set()).add(ep.id)
             self._hairpin_of[(net.id, h.key_subnet)] = h
         self._published[ep.id] = (net.id, tuple(ports))
-        # Its own published port from inside (the DNATed packet leaves by the port it came in).
-        idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
-        if idx is not None:
-            self.kernel.links.set_hairpin(idx, True)
 
     def unpublish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
         if not ports:
