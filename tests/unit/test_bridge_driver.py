@@ -117,3 +117,19 @@ def test_over_the_fake_kernel_the_port_firewall_is_the_fakes() -> None:
     drv = BridgeDriver(k)
     assert isinstance(k.ports, FakePortRules)
     assert drv._port_rules() is k.ports
+
+
+def test_an_isolated_ipv6_bridge_has_ipv6_off(kernel: FakeKernel) -> None:
+    """Gateway mode ``isolated``: not even the bridge's link-local address, through which the
+    host reached the containers (tests/integration/test_isolated_ipv6.py)."""
+    key = "net.ipv6.conf.br-" + NET_ID[:12] + ".disable_ipv6"
+    net = _net(**{"com.docker.network.bridge.gateway_mode_ipv6": "isolated"})
+    net.internal = True
+    net.pools.append(IPAMPool(subnet="fd00:7::/64", gateway="fd00:7::1"))
+    BridgeDriver(kernel).create_network(net)
+    assert kernel.sysctls[key] == "1"
+    bridge = kernel.link("br-" + NET_ID[:12])
+    assert bridge is not None and bridge.addresses == ["10.7.0.1/24"]
+    other = FakeKernel()
+    BridgeDriver(other).create_network(_net())  # any other mode keeps the bridge's IPv6
+    assert key not in other.sysctls

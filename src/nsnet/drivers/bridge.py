@@ -186,6 +186,11 @@ class BridgeDriver:
         self._index_cache[name] = idx
         net.driver_state["bridge"] = name
         try:
+            if owned and gateway_mode(net, 6) == "isolated":
+                # No address at all, not even the fe80:: one every IPv6 interface gets: with
+                # it the host reached every container over link-local IPv6. Bridging goes on
+                # (the bridge's own IP stack is what goes away).
+                self.kernel.sysctl_set(f"net.ipv6.conf.{name}.disable_ipv6", "1")
             for p in net.pools:
                 family = ipaddress.ip_network(p.subnet).version
                 if p.gateway and gateway_mode(net, family) != "isolated":
