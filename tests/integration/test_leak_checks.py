@@ -50,7 +50,7 @@ def test_docker_and_another_run_working_meanwhile_are_not_reported(machine: Test
                                                                   tmp_path: Path) -> None:
     before = leaks.LeakSnapshot.take(machine.name)
     theirs = [other_run_namespace("nsnt"), f"nsnt-{secrets.token_hex(3)}"]
-    subprocess.run(["ip", "netns", "add", theirs[1]], check=True)
+    subprocess.run(["ip", "netns", "add", theirs[1]], check=True)  # another run's: not noted
     container = theirs[0]
     try:
         # Docker on the machine: its bridges (one named as nsnet names its own) and a

@@ -25,6 +25,7 @@ import pytest
 from nsnet.errors import SystemError_
 from nsnet.model import Image
 from nsnet.runtime import NEW_NETNS, ImageStore, ProcessSpec, Runc, become_subreaper
+from nsnet.testing.hosts import sh
 
 pytestmark = [
     pytest.mark.root,
@@ -245,7 +246,7 @@ def test_exec(env: Env) -> None:
 
 def test_netns_path_and_bind_files(env: Env, tmp_path: Path) -> None:
     ns = "nsnt-rt-" + secrets.token_hex(4)
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    sh("ip", "netns", "add", ns)  # noted: the per-test leak check looks for it
     try:
         hosts = tmp_path / "hosts"
         hosts.write_text("127.0.0.1 localhost\n10.9.8.7 peer\n")
@@ -277,7 +278,7 @@ def test_netns_path_and_bind_files(env: Env, tmp_path: Path) -> None:
 
         asyncio.run(main())
     finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        sh("ip", "netns", "del", ns, check=False)
 
 
 def test_config_network_modes(env: Env) -> None:
