@@ -72,3 +72,24 @@ def test_namespaces_count_from_the_snapshot_on() -> None:
     leaks.note_namespace("nsunit-a")
     leaks.note_namespace("nsunit-b")
     assert leaks.made_since(mark) == ["nsunit-a", "nsunit-b"]
+
+
+def test_an_untagged_link_a_test_made_in_the_machines_namespace_is_reported() -> None:
+    """The check before 325d3c6 reported every new link; the scoped one reported only tagged
+    ones, so a fixture's dummy or bridge made in the machine's namespace by mistake (``sh``
+    without ``ns``) passed unseen. ``sh`` notes such links now."""
+    now = [*MACHINE, link(50, "lanbr0"), link(51, "dummy7"), link(52, "veth9999999")]
+    assert leaks.our_new_links(now, BEFORE, no_nsids) == []  # nothing tells them from Docker's
+    assert leaks.our_new_links(now, BEFORE, no_nsids,
+                               noted={"lanbr0", "dummy7"}) == ["dummy7", "lanbr0"]
+
+
+def test_the_names_an_ip_link_add_gives() -> None:
+    assert leaks.links_added(("ip", "link", "add", "dummy7", "type", "dummy")) == ["dummy7"]
+    assert leaks.links_added(("ip", "link", "add", "name", "br9", "type", "bridge")) == ["br9"]
+    assert leaks.links_added(("ip", "link", "add", "v0", "type", "veth", "peer", "name",
+                              "v1")) == ["v0", "v1"]
+    assert leaks.links_added(("ip", "link", "add", "link", "eth0", "name", "eth0.5", "type",
+                              "vlan", "id", "5")) == ["eth0.5"]
+    assert leaks.links_added(("ip", "-n", "x", "link", "add", "d", "type", "dummy")) == []
+    assert leaks.links_added(("ip", "link", "set", "d", "up")) == []

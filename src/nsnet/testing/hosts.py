@@ -29,7 +29,9 @@ from nsnet.testing.leaks import (
     LeakSnapshot,
     cgroups_of,
     check_leaks,
+    links_added,
     mounts_under,
+    note_link,
     note_namespace,
 )
 
@@ -42,12 +44,16 @@ VENV_BIN = Path(sys.executable).parent
 def sh(*args: str, check: bool = True, ns: str | None = None, timeout: float = 60,
        input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run a tool, inside the named namespace ``ns`` when given. A namespace made here
-    (``ip netns add NAME``) is noted as this run's, so the leak checks look for it."""
+    (``ip netns add NAME``), or a link made in the machine's own namespace (``ip link add``
+    without ``ns``), is noted as this run's, so the leak checks look for it."""
     cmd = list(args)
     if ns:
         cmd = ["ip", "netns", "exec", ns, *cmd]
     elif args[:3] == ("ip", "netns", "add") and len(args) > 3:
         note_namespace(args[3])  # this run's: the leak check looks for it
+    else:
+        for name in links_added(args):  # in the machine's namespace: looked for likewise
+            note_link(name)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()}")

@@ -16,12 +16,15 @@ check is scoped:
   parents; the same tag its reconcile trusts, since a name cannot tell our ``br-<id12>`` from
   Docker's), a name only nsnet uses (``nsnet0``, ``nsnet_gwbridge``, ``nsm-``, ``nsh-``, ``nsp-``,
   ``vx-<vni>``, ``ovbr0``), a port of such a link (a ``veth<7 hex>`` on our bridge), or a link
-  whose other end is in a namespace this run made (a fixture's veth born on the wrong side).
+  whose other end is in a namespace this run made (a fixture's veth born on the wrong side),
+  or one this process made there (``note_link``, called by ``sh("ip", "link", "add", ...)``
+  run in the machine's namespace: a fixture's dummy, bridge or VLAN, which carries no tag).
 - **nftables tables** in the machine's namespace named ``nsnet*`` that were not there before.
 - **Mounts, processes and cgroups** under the test's own temporary root.
 
 Blind spot, named so nobody relies on it: a VLAN sub-interface (``eth0.50``) or a container-side
-``ethN`` made in the machine's namespace carries no tag and is named as Docker names its own.
+``ethN`` that a daemon (not ``sh``) makes in the machine's namespace carries no tag and is named
+as Docker names its own.
 
 Every check can be pointed at a stand-in for the machine's namespace (``machine``, a named
 namespace), so a test can prove what is and is not reported without touching the real one.
@@ -41,7 +44,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,12 +57,30 @@ NSNET_NAME = re.compile(r"nsnet.*|nsm-.*|nsh-.*|nsp-.*|vx-\d+|ovbr\d+")
 
 _made: dict[str, int] = {}
 _sequence = itertools.count(1)
+_made_links: set[str] = set()
 
 
 def note_namespace(name: str) -> None:
     """Record that this process made the named namespace ``name``: the namespace check looks
     at these only."""
     _made[name] = next(_sequence)
+
+
+def note_link(name: str) -> None:
+    """Record that this process made a link named ``name`` in the machine's namespace."""
+    _made_links.add(name)
+
+
+def links_added(args: Sequence[str]) -> list[str]:
+    """The names an ``ip link add`` argv gives (the link's, a veth peer's), run in the
+    namespace it is run in; [] for anything else (``ip -n NS link add`` is another's)."""
+    if list(args[:3]) != ["ip", "link", "add"] or len(args) < 4:
+        return []
+    rest = list(args[3:])
+    names = [rest[i + 1] for i, w in enumerate(rest[:-1]) if w == "name"]
+    if rest[0] not in ("link", "name", "dev"):
+        names.insert(0, rest[0])
+    return names
 
 
 def namespaces_mark() -> int:
@@ -124,12 +145,14 @@ def _tagged(link: Mapping[str, Any]) -> bool:
 
 
 def our_new_links(links: Sequence[Mapping[str, Any]], before: Mapping[str, int],
-                  nsids: Callable[[], set[int]]) -> list[str]:
+                  nsids: Callable[[], set[int]],
+                  noted: Set[str] = frozenset()) -> list[str]:
     """Names of the links in ``links`` (``ip -j link`` of the machine's namespace) that are
     new since ``before`` (name -> ifindex) and recognisably nsnet's or this run's; see the
     module docstring for the rules. ``nsids`` (the ids of this run's namespaces) is called only
-    when a new link that nothing else explains has its other end in another namespace."""
-    tagged = {str(link["ifname"]) for link in links if _tagged(link)}
+    when a new link that nothing else explains has its other end in another namespace;
+    ``noted``: names this process made there (``note_link``)."""
+    tagged = {str(link["ifname"]) for link in links if _tagged(link)} | set(noted)
     new = [link for link in links if before.get(str(link["ifname"])) != link["ifindex"]]
     ours: list[str] = []
     ids: set[int] | None = None
@@ -178,7 +201,9 @@ def check_leaks(before: LeakSnapshot, root: Path, hosts: Sequence[Named],
 def _look(before: LeakSnapshot, root: Path, hosts: Sequence[Named]) -> list[str]:
     problems: list[str] = []
     m = before.machine
-    links = our_new_links(machine_links(m), before.links, lambda: run_nsids(m))
+    # Noted links are the real machine's: a stand-in (``machine``) is never made through sh.
+    noted = frozenset(_made_links) if m is None else frozenset()
+    links = our_new_links(machine_links(m), before.links, lambda: run_nsids(m), noted)
     if links:
         problems.append(f"links left in the root namespace: {links}")
     left = namespaces_left(before.namespaces_mark)
