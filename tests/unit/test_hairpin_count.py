@@ -4,14 +4,17 @@ subnets of one family, a firewall that lost its elements, a publish that fails h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
+from nsnet.drivers.base import PortMapping
 from nsnet.drivers.bridge import BridgeDriver
 from nsnet.engine.published_ports import PublishedPorts
 from nsnet.engine.registry import Registry
 from nsnet.engine.undo import Undo
 from nsnet.errors import SystemError_
-from nsnet.kernel.port_firewall import FakePortRules, Hairpin, parse_elements
+from nsnet.kernel.port_firewall import EndpointPorts, FakePortRules, Hairpin, parse_elements
 from nsnet.model import Attachment, Container, Endpoint, IPAMPool, Network
 from nsnet.testing.fake_kernel import FakeKernel
 from nsnet.testing.fake_links import HOST, FakeLink
@@ -110,3 +113,32 @@ def test_a_hairpin_element_read_back_names_its_subnet() -> None:
                ' "len": 64}}]}, "comment": "nsnet net aaaaaaaaaaaa"}}]}}]}')
     [el] = parse_elements(listing, 6, "hairpin6")
     assert (el.network_id, el.subnet) == ("a" * 12, Hairpin(NET_ID, "fd00:20::5/64").key_subnet)
+
+
+class _RefusingRules(FakePortRules):
+    """A firewall that refuses additions from some point on (nft failing mid-reconcile)."""
+
+    refuse = False
+
+    def publish(self, eps: Sequence[EndpointPorts], hairpins: Sequence[Hairpin] = ()) -> None:
+        if self.refuse:
+            raise SystemError_("nft: refused")
+        super().publish(eps, hairpins)
+
+
+def test_a_hairpin_element_that_cannot_be_put_back_does_not_stop_reconcile() -> None:
+    """The rest of reconcile (links, namespaces, chains) runs after the ports: a failure to
+    restore a lost element is logged and tried again next time, not raised."""
+    rules = _RefusingRules()
+    drv = BridgeDriver(FakeKernel(), rules)
+    net = Network(id=NET_ID, name="app", driver="bridge", created="",
+                  pools=[IPAMPool(subnet="10.1.0.0/24", gateway="10.1.0.1")],
+                  driver_state={"bridge": "br-aaaaaaaaaaaa"})
+    ep = _endpoint("e1" * 32, "10.1.0.5", "10.1.0.1")
+    drv.publish(net, ep, [PortMapping("tcp", 80, 8080, "")])
+    rules.hairpins.clear()  # the kernel lost it
+    rules.refuse = True
+    assert drv.remove_unowned_ports({ep.id}) == []
+    rules.refuse = False
+    drv.remove_unowned_ports({ep.id})
+    assert _hairpin_subnets(rules) == {"10.1.0.0/24"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 
 from nsnet.drivers.base import TAG, PortMapping, Sandbox, endpoint_addresses
@@ -13,6 +14,8 @@ from nsnet.kernel.firewall import NetworkFirewall
 from nsnet.kernel.links import random_veth_name
 from nsnet.kernel.port_firewall import EndpointPorts, Hairpin, PortRule, PortRules
 from nsnet.model import Endpoint, Network
+
+log = logging.getLogger(__name__)
 
 OPT_NAME = "com.docker.network.bridge.name"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -450,7 +453,12 @@ class BridgeDriver:
         lost = [h for (nid, subnet), h in self._hairpin_of.items()
                 if (nid[:12], subnet) not in present]
         if lost:
-            rules.publish([], lost)
+            try:
+                rules.publish([], lost)
+            except (OSError, NsnetError):
+                # The rest of reconcile goes on; the next one tries again.
+                log.exception("restoring hairpin elements %s",
+                              ", ".join(h.key_subnet for h in lost))
         return sorted({e.endpoint_id for e in stale if not e.network_id})
 
 
