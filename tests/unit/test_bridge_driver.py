@@ -133,3 +133,34 @@ def test_an_isolated_ipv6_bridge_has_ipv6_off(kernel: FakeKernel) -> None:
     other = FakeKernel()
     BridgeDriver(other).create_network(_net())  # any other mode keeps the bridge's IPv6
     assert key not in other.sysctls
+
+
+def test_route_localnet_is_set_on_every_bridge_made_again(kernel: FakeKernel) -> None:
+    """Published ports reached from the host at 127.0.0.1 need ``route_localnet`` on the
+    bridge. The driver remembered it by bridge name, so a bridge of the same name made again
+    (a network re-created with ``com.docker.network.bridge.name``, or reconcile re-making a
+    deleted bridge) never got it."""
+    from nsnet.drivers.base import PortMapping
+
+    rules = FakePortRules()
+    drv = BridgeDriver(kernel, rules)
+    name = "mybr0"
+    key = f"net.ipv4.conf.{name}.route_localnet"
+    for attempt in range(2):
+        net = _net(**{"com.docker.network.bridge.name": name})
+        net.id = f"{attempt}" * 64
+        drv.create_network(net)
+        drv.publish(net, _ep(), [PortMapping("tcp", 80, 8080, "")])
+        assert kernel.sysctls.pop(key, None) == "1", attempt
+        drv.unpublish(net, _ep(), [PortMapping("tcp", 80, 8080, "")])
+        drv.delete_network(net)
+        kernel.reaper.flush()
+    # Reconcile re-making a bridge someone deleted while the network lives on.
+    net = _net(**{"com.docker.network.bridge.name": name})
+    drv.create_network(net)
+    drv.publish(net, _ep(), [PortMapping("tcp", 80, 8080, "")])
+    assert kernel.sysctls.pop(key, None) == "1"
+    kernel.links.delete(name)
+    drv.create_network(net)
+    drv.publish(net, _ep(), [PortMapping("tcp", 80, 8081, "")])
+    assert kernel.sysctls.get(key) == "1"

@@ -182,6 +182,8 @@ class BridgeDriver:
         # owns, and must never delete the user's (or Docker's) bridge.
         idx, created = self.kernel.links.ensure_bridge(name, mtu_of(net),
                                                      TAG + net.id if owned else None)
+        if created:
+            self._localnet.discard(name)  # a new link: its sysctls are the defaults again
         if fresh:
             net.driver_state["owns_bridge"] = "1" if created else "0"
             if not created:
@@ -214,6 +216,7 @@ class BridgeDriver:
     def delete_network(self, net: Network) -> None:
         name = bridge_name(net)
         cached = self._index_cache.pop(name, None)
+        self._localnet.discard(name)
         self.kernel.firewall.remove_network(net.short_id, name, tuple(p.subnet for p in net.pools))
         if net.driver_state.get("owns_bridge", "1") != "1":
             # The user's bridge stays; our gateway addresses on it go.
