@@ -8,6 +8,8 @@ Layout (see docs/kernel-names.md)::
       map nat4      ipv4_addr : verdict   saddr (interval) -> jump n-<id12>-nat
       map nat6      ipv6_addr : verdict
       set bridges   ifname                 every network's bridge (who is "another network")
+      set internal  ifname                 internal networks' bridges: nothing of theirs enters
+                                           another network (not even DNATed, see network_plan)
       set open4     ipv4_addr . inet_proto . inet_service   published container ports open
       set open6     ipv6_addr . inet_proto . inet_service   to direct routing (routed mode)
       chain nsnet-user  the user's own rules (Docker's DOCKER-USER): never flushed by nsnet
@@ -91,6 +93,7 @@ def base_plan() -> str:
         f"add map {TABLE} nat4 {{ type ipv4_addr : verdict; flags interval; }}",
         f"add map {TABLE} nat6 {{ type ipv6_addr : verdict; flags interval; }}",
         f"add set {TABLE} bridges {{ type ifname; }}",
+        f"add set {TABLE} internal {{ type ifname; }}",
         f"add set {TABLE} open4 {{ type ipv4_addr . inet_proto . inet_service; }}",
         f"add set {TABLE} open6 {{ type ipv6_addr . inet_proto . inet_service; }}",
         f"add chain {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}",
@@ -121,6 +124,13 @@ def network_plan(n: NetworkFirewall) -> str:
         lines.append(f"flush chain {TABLE} {c}")
     # Entering the network: replies to its own connections, its own members (ICC), nothing else.
     lines.append(f"add rule {TABLE} {to_c} ct state established,related accept comment {comment}")
+    # From an internal network: nothing, whatever the rules below would let in. This chain is
+    # looked up by the packet's way out, so the internal network's own ``from`` chain never
+    # sees it: without this, its containers reached published ports of every other network
+    # through their own gateway address (DNAT, then ``ct status dnat accept``), and a routed
+    # network's open ports and ICMP directly; moby's isolation drops both.
+    lines.append(f"add rule {TABLE} {to_c} iifname != {br} iifname @internal drop "
+                 f"comment {comment}")
     if not n.internal:
         # Published ports (kernel/port_firewall.py): what its DNAT let in from outside.
         lines.append(f"add rule {TABLE} {to_c} ct status dnat accept comment {comment}")
@@ -139,6 +149,8 @@ def network_plan(n: NetworkFirewall) -> str:
     lines.append(f"add element {TABLE} to_net {{ {br} : jump {to_c} }}")
     lines.append(f"add element {TABLE} from_net {{ {br} : jump {from_c} }}")
     lines.append(f"add element {TABLE} bridges {{ {br} }}")
+    if n.internal:
+        lines.append(f"add element {TABLE} internal {{ {br} }}")
     for s in n.subnets:
         net = ipaddress.ip_network(s)
         m = "nat4" if net.version == 4 else "nat6"
@@ -195,6 +207,9 @@ def network_remove_plan(short_id: str, bridge: str, subnets: tuple[str, ...]) ->
         f"delete element {TABLE} to_net {{ {br} }}",
         f"delete element {TABLE} from_net {{ {br} }}",
         f"delete element {TABLE} bridges {{ {br} }}",
+        # Only an internal network has one: added first, so the delete cannot fail either way.
+        f"add element {TABLE} internal {{ {br} }}",
+        f"delete element {TABLE} internal {{ {br} }}",
     ]
     for s in subnets:
         net = ipaddress.ip_network(s)
@@ -268,6 +283,7 @@ class Firewall:
                             cmds.append(f"delete element {TABLE} {m} {{ {_q(key)} }}")
                             if m == "to_net":
                                 cmds.append(f"delete element {TABLE} bridges {{ {_q(key)} }}")
+                                cmds.append(f"delete element {TABLE} internal {{ {_q(key)} }}")
                         elif "prefix" in key:
                             pk = key["prefix"]
                             cmds.append(f"delete element {TABLE} {m} "

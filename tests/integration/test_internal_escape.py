@@ -1,0 +1,65 @@
+"""An ``--internal`` network keeps its containers to their own subnet (moby: nothing in,
+nothing out but between its members), whatever the other networks on the host publish.
+
+The forward chain of kernel/firewall.py looks up the *destination* network's chain first, and
+that chain accepts what a published port DNATed (``ct status dnat``) and, in routed mode, what
+``open4`` opens: a container of an internal network must not get through either way.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from helpers import exec_, ip_of, run, sandbox
+from test_hairpin_elements import ask, serve
+
+from nsnet.testing.hosts import Daemon
+
+pytestmark = pytest.mark.root
+
+B = "com.docker.network.bridge."
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_an_internal_container_reaches_no_published_port_of_another_network(
+        daemon: Daemon, servers: list[subprocess.Popen[str]]) -> None:
+    c = daemon.client()
+    daemon.docker("network", "create", "--internal", "--subnet", "10.88.0.0/24", "inner")
+    daemon.docker("network", "create", "--subnet", "10.89.0.0/24", "pub")
+    daemon.docker("network", "create", "--subnet", "10.90.0.0/24", "-o",
+                  f"{B}gateway_mode_ipv4=routed", "rt")
+    web = run(c, network="pub", name="web",
+              HostConfig={"PortBindings": {"80/tcp": [{"HostPort": "8089"}]}})
+    rweb = run(c, network="rt", name="rweb",
+               HostConfig={"PortBindings": {"80/tcp": [{"HostPort": "8090"}]}})
+    serve(servers, sandbox(c, web))
+    serve(servers, sandbox(c, rweb))
+    inner = run(c, network="inner", name="inner")
+    peer = run(c, network="inner", name="peer")
+    inner_ns = sandbox(c, inner)
+    # Its own network works.
+    code, _, _ = exec_(c, inner, ["ping", "-c1", "-W2", ip_of(c, peer, "inner")])
+    assert code == 0
+    # Published ports, by the host's address on the internal bridge (on-link, no route
+    # needed): moby's isolation drops them before any DNATed traffic is let in.
+    assert ask(inner_ns, "10.88.0.1", 8089).startswith("failed")
+    assert ask(inner_ns, "10.88.0.1", 8090).startswith("failed")
+    # A routed network's published port at the container's own address, through the
+    # gateway (a route a container with CAP_NET_RAW can do without).
+    subprocess.run(["nsenter", f"--net={inner_ns}", "ip", "route", "add",
+                    "10.90.0.0/24", "via", "10.88.0.1"], check=True)
+    assert ask(inner_ns, ip_of(c, rweb, "rt"), 80).startswith("failed")
+    code, _, _ = exec_(c, inner, ["ping", "-c1", "-W2", ip_of(c, rweb, "rt")])
+    assert code != 0
