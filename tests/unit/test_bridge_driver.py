@@ -133,6 +133,13 @@ def test_an_isolated_ipv6_bridge_has_ipv6_off(kernel: FakeKernel) -> None:
     other = FakeKernel()
     BridgeDriver(other).create_network(_net())  # any other mode keeps the bridge's IPv6
     assert key not in other.sysctls
+    # The user's own bridge (it was there before the network) is left as it is.
+    users = FakeKernel()
+    users.links.ensure_bridge("br-" + NET_ID[:12], None, None)
+    net = _net(**{"com.docker.network.bridge.gateway_mode_ipv6": "isolated"})
+    net.internal = True
+    BridgeDriver(users).create_network(net)
+    assert net.driver_state["owns_bridge"] == "0" and key not in users.sysctls
 
 
 def test_route_localnet_is_set_on_every_bridge_made_again(kernel: FakeKernel) -> None:

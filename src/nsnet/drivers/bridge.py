@@ -191,7 +191,7 @@ class BridgeDriver:
         self._index_cache[name] = idx
         net.driver_state["bridge"] = name
         try:
-            if owned and gateway_mode(net, 6) == "isolated":
+            if net.driver_state["owns_bridge"] == "1" and gateway_mode(net, 6) == "isolated":
                 # No address at all, not even the fe80:: one every IPv6 interface gets: with
                 # it the host reached every container over link-local IPv6. Bridging goes on
                 # (the bridge's own IP stack is what goes away).
