@@ -15,7 +15,7 @@ import pytest
 from helpers import exec_, ip_of, run, sandbox
 from test_hairpin_elements import ask, serve
 
-from nsnet.testing.hosts import Daemon
+from nsnet.testing.hosts import Daemon, sh
 
 pytestmark = pytest.mark.root
 
@@ -63,3 +63,22 @@ def test_an_internal_container_reaches_no_published_port_of_another_network(
     assert ask(inner_ns, ip_of(c, rweb, "rt"), 80).startswith("failed")
     code, _, _ = exec_(c, inner, ["ping", "-c1", "-W2", ip_of(c, rweb, "rt")])
     assert code != 0
+
+
+def test_the_internal_element_goes_with_its_network(daemon: Daemon) -> None:
+    """Removal adds the element before deleting it (nft 1.0.6 has no ``destroy``): an
+    internal network's goes, and a non-internal network's removal still succeeds whole."""
+    daemon.docker("network", "create", "--internal", "--subnet", "10.91.0.0/24", "inner")
+    daemon.docker("network", "create", "--subnet", "10.92.0.0/24", "outer")
+    nid = str(daemon.client().networks.inspect("inner")["Id"])
+
+    def internal_set() -> str:
+        return sh("nft", "list", "set", "inet", "nsnet", "internal", ns=daemon.host.name).stdout
+
+    assert f'"br-{nid[:12]}"' in internal_set()
+    daemon.docker("network", "rm", "outer")
+    assert f'"br-{nid[:12]}"' in internal_set()
+    daemon.docker("network", "rm", "inner")
+    assert "br-" not in internal_set()
+    table = sh("nft", "list", "table", "inet", "nsnet", ns=daemon.host.name).stdout
+    assert "n-" + nid[:12] not in table
