@@ -16,8 +16,10 @@ def test_base_plan_hooks_maps_and_keeps_policies_accept() -> None:
     assert "add table inet nsnet" in plan
     assert "oifname vmap @to_net" in plan and "iifname vmap @from_net" in plan
     assert "ip saddr vmap @nat4" in plan
-    assert plan.count("policy accept") == 2
+    assert plan.count("policy accept") == 3  # forward, postrouting, loopback_guard
     assert "policy drop" not in plan
+    # The one drop of the base: packets to 127/8 from the wire (route_localnet on a bridge).
+    assert 'loopback_guard iifname != "lo" ip daddr 127.0.0.0/8 drop' in plan
 
 
 def test_network_plan_isolation_icc_masquerade() -> None:

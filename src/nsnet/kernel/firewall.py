@@ -13,6 +13,7 @@ Layout (see docs/kernel-names.md)::
       set open4     ipv4_addr . inet_proto . inet_service   published container ports open
       set open6     ipv6_addr . inet_proto . inet_service   to direct routing (routed mode)
       chain nsnet-user  the user's own rules (Docker's DOCKER-USER): never flushed by nsnet
+      chain loopback_guard  hook prerouting raw: iifname != "lo" ip daddr 127.0.0.0/8 drop
       chain forward     hook forward, policy accept: jump nsnet-user;
                         oifname vmap @to_net; iifname vmap @from_net
       chain postrouting hook postrouting (srcnat):   ip saddr vmap @nat4; ip6 saddr vmap @nat6
@@ -99,8 +100,18 @@ def base_plan() -> str:
         f"add chain {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}",
         f"add chain {TABLE} postrouting "
         "{ type nat hook postrouting priority srcnat; policy accept; }",
+        # route_localnet on a bridge (kernel/port_firewall.py: the host reaching published
+        # ports at 127.0.0.1) also makes the kernel accept packets *to* 127.0.0.0/8 arriving on
+        # it: a container could reach the host's loopback-only services and loopback-only
+        # published ports through its gateway's MAC (CVE-2020-8558's shape). Dropped first,
+        # whatever the interface: with br_netfilter this hook sees the bridge *port* as the
+        # input, and no interface has a use for a packet to 127/8 from the wire.
+        f"add chain {TABLE} loopback_guard "
+        "{ type filter hook prerouting priority raw; policy accept; }",
         f"flush chain {TABLE} forward",
         f"flush chain {TABLE} postrouting",
+        f"flush chain {TABLE} loopback_guard",
+        f'add rule {TABLE} loopback_guard iifname != "lo" ip daddr 127.0.0.0/8 drop',
         f"add rule {TABLE} forward jump {USER_CHAIN}",
         f"add rule {TABLE} forward oifname vmap @to_net",
         f"add rule {TABLE} forward iifname vmap @from_net",
