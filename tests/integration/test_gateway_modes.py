@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from helpers import exec_, ip_of
+from helpers import exec_, ip_of, run, sandbox
 
 from nsnet.testing.hosts import Daemon, TestHost, sh
 from nsnet.testing.lan import lan_machine
@@ -28,30 +28,75 @@ pytestmark = pytest.mark.root
 
 LAN_IP = "198.51.100.2"
 HOST_LAN_IP = "198.51.100.1"
+LAN_IP6 = "2001:db8:5::2"
+HOST_LAN_IP6 = "2001:db8:5::1"
 B = "com.docker.network.bridge."
 # Listens on every port given, answering each connection and going on (busybox nc).
 LISTEN = "for p in {}; do nc -ll -p $p -e true & done; wait"
 CONNECT = """
 import socket, sys
+ip, port, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 try:
-    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5).close()
+    if proto == "tcp":
+        socket.create_connection((ip, port), timeout=1.5).close()
+    else:
+        af = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        s = socket.socket(af, socket.SOCK_DGRAM); s.settimeout(1.5)
+        s.sendto(b"hi", (ip, port)); s.recv(10)
     print("connected")
 except OSError as e:
     print("failed", e)
+"""
+# Answers every UDP datagram and accepts every TCP connection, on IPv6 (and IPv4).
+SERVE = """
+import socket, sys, threading
+port = int(sys.argv[1])
+def tcp():
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port)); s.listen(16)
+    while True:
+        s.accept()[0].close()
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::", port))
+threading.Thread(target=tcp, daemon=True).start()
+print("ready", flush=True)
+while True:
+    data, peer = u.recvfrom(100); u.sendto(b"ok", peer)
 """
 
 
 @pytest.fixture
 def lan(daemon: Daemon) -> Iterator[TestHost]:
-    with lan_machine(daemon.host, host_addresses=[f"{HOST_LAN_IP}/24"],
-                     lan_addresses=[f"{LAN_IP}/24"], prefix="nsgw") as other:
+    with lan_machine(daemon.host, host_addresses=[f"{HOST_LAN_IP}/24", f"{HOST_LAN_IP6}/64"],
+                     lan_addresses=[f"{LAN_IP}/24", f"{LAN_IP6}/64"], prefix="nsgw") as other:
         yield other
 
 
-def lan_connects(lan: TestHost, ip: str, port: int) -> bool:
-    out = sh("nsenter", f"--net={lan.path}", sys.executable, "-c", CONNECT, ip,
-             str(port)).stdout
+def lan_connects(lan: TestHost, ip: str, port: int, proto: str = "tcp") -> bool:
+    return ns_connects(lan.path, ip, port, proto)
+
+
+def ns_connects(ns_path: str, ip: str, port: int, proto: str = "tcp") -> bool:
+    out = sh("nsenter", f"--net={ns_path}", sys.executable, "-c", CONNECT, ip, str(port),
+             proto).stdout
     return out.startswith("connected")
+
+
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def serve_v6(procs: list[subprocess.Popen[str]], ns_path: str, port: int) -> None:
+    """TCP and UDP on ``port`` in a container's namespace (a host python: busybox nc has no
+    UDP server)."""
+    p = subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, "-c", SERVE,
+                          str(port)], stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
 
 
 ACCEPT_ONE = """
@@ -153,3 +198,32 @@ def test_isolated_internal_network_has_no_address_on_the_bridge(daemon: Daemon) 
     assert sh("ping", "-c1", "-W1", ip_of(c, a, "iso"), ns=daemon.host.name,
               check=False).returncode != 0
     assert c.networks.inspect("iso")["Options"] == {f"{B}gateway_mode_ipv4": "isolated"}
+
+
+def test_routed_and_unprotected_ipv6_over_tcp_and_udp(daemon: Daemon, lan: TestHost,
+                                                     servers: list[subprocess.Popen[str]]
+                                                     ) -> None:
+    """The same per family: an IPv6 ``routed`` network opens its published container ports
+    (``open6``, TCP and UDP) at the container's address; an IPv6 ``nat-unprotected`` one
+    opens every port to the LAN, none to another network's containers."""
+    c = daemon.client()
+    c.networks.create({"Name": "rt6", "EnableIPv6": True, "IPAM": {"Config": [
+        {"Subnet": "10.81.0.0/24"}, {"Subnet": "fd00:81::/64"}]},
+        "Options": {f"{B}gateway_mode_ipv6": "routed"}})
+    c.networks.create({"Name": "nu6", "EnableIPv6": True, "IPAM": {"Config": [
+        {"Subnet": "10.80.0.0/24"}, {"Subnet": "fd00:80::/64"}]},
+        "Options": {f"{B}gateway_mode_ipv6": "nat-unprotected"}})
+    for subnet in ("fd00:81::/64", "fd00:80::/64"):
+        lan.ip("-6", "route", "add", subnet, "via", HOST_LAN_IP6)
+    web = run(c, network="rt6", name="web", ExposedPorts={"80/tcp": {}, "53/udp": {}},
+              HostConfig={"PortBindings": {"80/tcp": [{"HostIp": "::", "HostPort": ""}],
+                                           "53/udp": [{"HostIp": "::", "HostPort": ""}]}})
+    app = run(c, network="nu6", name="app")
+    for cid, port in ((web, 80), (web, 53), (web, 81), (app, 8080)):
+        serve_v6(servers, sandbox(c, cid), port)
+    web6 = c.containers.inspect(web)["NetworkSettings"]["Networks"]["rt6"]["GlobalIPv6Address"]
+    app6 = c.containers.inspect(app)["NetworkSettings"]["Networks"]["nu6"]["GlobalIPv6Address"]
+    assert lan_connects(lan, web6, 80) and lan_connects(lan, web6, 53, "udp")
+    assert not lan_connects(lan, web6, 81)  # listening, not published
+    assert lan_connects(lan, app6, 8080) and lan_connects(lan, app6, 8080, "udp")
+    assert not ns_connects(sandbox(c, web), app6, 8080)  # from another network: no
