@@ -151,6 +151,56 @@ def test_an_api_client_detaches_with_its_keys_and_the_container_goes_on(
     c.containers.remove(cid, force=True)
 
 
+TICKING = "echo up; while :; do echo tick; sleep 0.1; done"
+
+
+def _ticking(d: Daemon, marker: str) -> tuple[int, int]:
+    """(pid, tty_nr) of the ticking loop named ``marker`` ($0), from /proc on the host."""
+    out = d.docker("top", "exdet", "-o", "pid,args").stdout
+    pid = int(next(ln.split()[0] for ln in out.splitlines() if marker in ln))
+    return pid, int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[4])
+
+
+def test_a_detached_exec_runs_on_with_its_terminal(daemon: Daemon) -> None:
+    """``docker exec -it`` left with Ctrl-P Ctrl-Q (the CLI's keys: it just closes the
+    connection), then an API client with its own ``DetachKeys`` (found by the daemon): both
+    commands go on printing to their terminal, as in moby. The first output after the client
+    left used to end the session, close the terminal and hang the command up."""
+    import docker
+
+    c = daemon.client()
+    cid = run(c, name="exdet")
+    t = Terminal(daemon, ["exec", "-it", "exdet", "sh", "-c", TICKING, "tick601"])
+    t.read_until(b"up")
+    pid1, tty1 = _ticking(daemon, "tick601")
+    t.type("\x10\x11")
+    t.finish(timeout=10)
+    sdk = docker.DockerClient(base_url=f"unix://{daemon.socket}")
+    ex = sdk.api.exec_create(cid, ["sh", "-c", TICKING, "tick602"], stdin=True, tty=True,
+                             detach_keys="ctrl-x,x")
+    assert sdk.api.exec_inspect(ex["Id"])["DetachKeys"] == "ctrl-x,x"
+    sock = sdk.api.exec_start(ex["Id"], tty=True, socket=True)
+    raw = sock._sock
+    raw.settimeout(10)
+    seen = b""
+    while b"tick" not in seen:
+        seen += raw.recv(4096)
+    raw.sendall(b"\x18x")
+    while raw.recv(4096):  # the daemon ends the session
+        pass
+    sock.close()
+    pid2, tty2 = _ticking(daemon, "tick602")
+    time.sleep(1)  # ten more ticks each, with nobody reading
+    assert _ticking(daemon, "tick601") == (pid1, tty1) and tty1 != 0
+    assert _ticking(daemon, "tick602") == (pid2, tty2) and tty2 != 0
+    assert sdk.api.exec_inspect(ex["Id"])["Running"]
+    bad = api_error(c.transport.call, "POST", f"/containers/{cid}/exec",
+                    body={"Cmd": ["true"], "AttachStdin": True, "DetachKeys": "ctrl-"})
+    assert bad.status == 400 and "Invalid detach keys (ctrl-) provided" in bad.message
+    sdk.close()
+    c.containers.remove(cid, force=True)
+
+
 def test_resize_reaches_a_running_tty_container(daemon: Daemon) -> None:
     daemon.docker("run", "-dit", "--name", "sized", "busybox", "sh")
     try:

@@ -6,10 +6,12 @@ hijacked connection its input, with or without a TTY (docker-compose's ``exec -T
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
+from nsnet.api import detach_keys
 from nsnet.api.app import Router, json_response
 from nsnet.api.backend import Backend
 from nsnet.api.parse import abs_path, as_bool, as_str, as_str_list, env_list, json_body
@@ -44,7 +46,14 @@ def exec_config(b: dict[str, Any]) -> ExecConfig:
                       as_bool(b.get("AttachStderr"), "AttachStderr"),
                       tty=as_bool(b.get("Tty"), "Tty"),
                       stdin=as_bool(b.get("AttachStdin"), "AttachStdin"),
-                      rows=rows, cols=cols)
+                      rows=rows, cols=cols, detach_keys=_detach_keys(b.get("DetachKeys")))
+
+
+def _detach_keys(v: Any) -> str:
+    """Checked now (moby's 400 at create), used when the exec is started with stdin."""
+    keys = as_str(v, "DetachKeys")
+    detach_keys.parse(keys)
+    return keys
 
 
 def exec_json(e: ExecRecord) -> dict[str, Any]:
@@ -53,12 +62,14 @@ def exec_json(e: ExecRecord) -> dict[str, Any]:
         "ProcessConfig": {"tty": e.tty, "entrypoint": e.cmd[0], "arguments": e.cmd[1:],
                           "privileged": False, "user": e.user},
         "OpenStdin": e.stdin, "OpenStderr": e.attach, "OpenStdout": e.attach,
-        "CanRemove": False, "ContainerID": e.container_id, "DetachKeys": "",
+        "CanRemove": False, "ContainerID": e.container_id, "DetachKeys": e.detach_keys,
         "Pid": e.pid,
     }
 
 
 def register(router: Router, backend: Backend) -> None:
+    pumps: set[asyncio.Future[None]] = set()
+
     async def create(req: web.BaseRequest, p: Params) -> web.StreamResponse:
         c = backend.find_container(p["id"])
         b = await json_body(req)
@@ -81,9 +92,31 @@ def register(router: Router, backend: Backend) -> None:
         session = await backend.start_exec(p["id"], as_bool(b.get("Detach"), "Detach"))
         if session is None:
             return web.Response(status=200)
-        source = InputSink(req, raw=e.tty) if e.stdin else None
+        keys = detach_keys.parse(e.detach_keys)
+        source = InputSink(req, raw=e.tty, detach_keys=keys) if e.stdin else None
         resp = await hijack(req, tty=e.tty)
-        await session.pump(source.start(resp) if source else sink_to(resp, raw=e.tty))
+        # The session outlives this request: a client that leaves or detaches leaves the
+        # command running (ExecSession.detach), so the pump is not cancelled with it.
+        pump = asyncio.ensure_future(
+            session.pump(source.start(resp) if source else sink_to(resp, raw=e.tty)))
+        pumps.add(pump)
+        pump.add_done_callback(pumps.discard)
+        try:
+            if source is None:
+                await asyncio.shield(pump)
+            else:
+                detached = asyncio.ensure_future(source.detached.wait())
+                try:
+                    await asyncio.wait({pump, detached}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    detached.cancel()
+                if not pump.done():
+                    session.detach()
+                else:
+                    pump.result()
+        except asyncio.CancelledError:
+            session.detach()
+            raise
         await resp.write_eof()
         return resp
 

@@ -83,6 +83,8 @@ class ExecConfig:
     # ConsoleSize (rows, columns); 0 leaves the kernel's default.
     rows: int = 0
     cols: int = 0
+    # DetachKeys as given ("": the default), shown by exec inspect.
+    detach_keys: str = ""
 
 
 @dataclass
@@ -104,6 +106,7 @@ class ExecRecord:
     stdin: bool = False
     rows: int = 0
     cols: int = 0
+    detach_keys: str = ""
     # The pty master while a TTY exec runs (resize writes its window size), and the task
     # giving its exit code (runc has returned: the command is reaped by pid).
     console: Console | None = field(default=None, repr=False, compare=False)
@@ -132,11 +135,29 @@ def exec_exit_code(code: int, stderr_tail: bytes) -> int:
 
 class ExecSession:
     """An attached exec whose process runs: ``pump`` feeds its output to a sink until it
-    ends, then records the exit code."""
+    ends, then records the exit code.
+
+    A client that goes (the CLI's detach keys close its connection) or detaches (the
+    daemon's) leaves the command running, as moby does: its output is read and dropped from
+    then on, and its terminal stays open until it exits (closing it would hang the command
+    up)."""
 
     def __init__(self, record: ExecRecord, proc: asyncio.subprocess.Process) -> None:
         self.record = record
         self.proc = proc
+        self._client_gone = False
+
+    def detach(self) -> None:
+        """The client is leaving: output goes nowhere from now on, the command runs on."""
+        self._client_gone = True
+
+    async def _send(self, sink: Sink, kind: int, data: bytes) -> None:
+        if self._client_gone:
+            return
+        try:
+            await sink(kind, data)
+        except ConnectionError:
+            self._client_gone = True
 
     async def pump(self, sink: Sink) -> None:
         feeder = None
@@ -179,11 +200,11 @@ class ExecSession:
                 if kind == STDERR:
                     err_tail.extend(data)
                     del err_tail[:-512]
-                await sink(kind, data)
+                await self._send(sink, kind, data)
 
         async def copy_console(console: Console | None) -> None:
             while console is not None and (data := await console.read()):
-                await sink(STDOUT, data)
+                await self._send(sink, STDOUT, data)
 
         e, proc = self.record, self.proc
         try:
@@ -220,7 +241,8 @@ class Sessions:
             raise Invalid("this runtime gives an exec neither a TTY nor stdin")
         e = ExecRecord(id=new_id(), container_id=c.id, cmd=cfg.cmd, env=cfg.env,
                        workdir=cfg.workdir, user=cfg.user, attach=cfg.attach, tty=cfg.tty,
-                       stdin=cfg.stdin, rows=cfg.rows, cols=cfg.cols)
+                       stdin=cfg.stdin, rows=cfg.rows, cols=cfg.cols,
+                       detach_keys=cfg.detach_keys)
         self._forget_gone()
         self.execs[e.id] = e
         return e
