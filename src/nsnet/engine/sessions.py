@@ -156,7 +156,9 @@ class ExecSession:
             return
         try:
             await sink(kind, data)
-        except ConnectionError:
+        except (ConnectionError, RuntimeError):
+            # The connection is gone, or its response was ended by a detach while this
+            # write was under way (aiohttp: "Cannot call write() after write_eof()").
             self._client_gone = True
 
     async def pump(self, sink: Sink) -> None:
