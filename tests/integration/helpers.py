@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -83,3 +84,35 @@ def host_link(d: Daemon, name: str) -> dict[str, Any] | None:
         return None
     data = json.loads(p.stdout or "[]")
     return data[0] if data else None
+
+
+# A TCP server on port 80 in a namespace that answers with the client address it sees, and
+# the client that reads it: who a container's peer sees it as (masquerade, hairpin, NAT).
+SERVE = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80)); s.listen(8)
+print("ready", flush=True)
+while True:
+    conn, peer = s.accept(); conn.sendall(f"from {peer[0]}".encode()); conn.close()
+"""
+ASK = """
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+    print(s.recv(100).decode())
+except OSError as e:
+    print("failed", e)
+"""
+
+
+def serve(procs: list[subprocess.Popen[str]], ns_path: str) -> None:
+    p = subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, "-c", SERVE],
+                         stdout=subprocess.PIPE, text=True)
+    procs.append(p)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+
+def ask(ns_path: str, ip: str, port: int) -> str:
+    return sh("nsenter", f"--net={ns_path}", sys.executable, "-c", ASK, ip,
+              str(port)).stdout.strip()

@@ -81,15 +81,6 @@ def ns_connects(ns_path: str, ip: str, port: int, proto: str = "tcp") -> bool:
     return out.startswith("connected")
 
 
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        p.kill()
-        p.wait()
-
-
 def serve_v6(procs: list[subprocess.Popen[str]], ns_path: str, port: int) -> None:
     """TCP and UDP on ``port`` in a container's namespace (a host python: busybox nc has no
     UDP server)."""

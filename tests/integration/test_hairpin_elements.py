@@ -10,56 +10,13 @@ with the client address it sees.
 from __future__ import annotations
 
 import subprocess
-import sys
-from collections.abc import Iterator
 
 import pytest
-from helpers import run, sandbox
+from helpers import ask, run, sandbox, serve
 
 from nsnet.testing.hosts import Daemon, sh
 
 pytestmark = pytest.mark.root
-
-SERVE = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 80)); s.listen(8)
-print("ready", flush=True)
-while True:
-    conn, peer = s.accept(); conn.sendall(f"from {peer[0]}".encode()); conn.close()
-"""
-ASK = """
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
-    print(s.recv(100).decode())
-except OSError as e:
-    print("failed", e)
-"""
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-
-
-def serve(procs: list[subprocess.Popen[str]], ns_path: str) -> None:
-    p = subprocess.Popen(["nsenter", f"--net={ns_path}", sys.executable, "-c", SERVE],
-                         stdout=subprocess.PIPE, text=True)
-    procs.append(p)
-    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-
-
-def ask(ns_path: str, ip: str, port: int) -> str:
-    return sh("nsenter", f"--net={ns_path}", sys.executable, "-c", ASK, ip,
-              str(port)).stdout.strip()
-
 
 def hairpin_set(d: Daemon) -> str:
     return sh("nft", "list", "set", "inet", "nsnet", "hairpin4", ns=d.host.name).stdout

@@ -9,28 +9,15 @@ that chain accepts what a published port DNATed (``ct status dnat``) and, in rou
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
-from helpers import exec_, ip_of, run, sandbox
-from test_hairpin_elements import ask, serve
+from helpers import ask, exec_, ip_of, run, sandbox, serve
 
 from nsnet.testing.hosts import Daemon, sh
 
 pytestmark = pytest.mark.root
 
 B = "com.docker.network.bridge."
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def test_an_internal_container_reaches_no_published_port_of_another_network(

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-from helpers import ip_of, run, sandbox
-from test_hairpin_elements import ask, serve
+from helpers import ask, ip_of, run, sandbox, serve
 
 from nsnet.testing.hosts import Daemon, sh
 
@@ -29,17 +27,6 @@ print("ready", flush=True)
 while True:
     conn, peer = s.accept(); conn.sendall(f"from {peer[0]}".encode()); conn.close()
 """
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def test_a_container_cannot_reach_loopback_through_its_gateway(

@@ -4,26 +4,13 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
-from helpers import run, sandbox
-from test_hairpin_elements import ask, serve
+from helpers import ask, run, sandbox, serve
 
 from nsnet.testing.hosts import Daemon
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def servers() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def test_loopback_reaches_a_network_made_again_with_the_same_bridge_name(
