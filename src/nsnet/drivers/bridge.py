@@ -108,8 +108,8 @@ class BridgeDriver:
         # (network id, subnet) -> endpoints publishing in it: the subnet's hairpin element
         # comes with the first and goes with the last. By subnet, not family: a network may
         # have two subnets of one family, each with its own element.
-        self._hairpins: dict[tuple[str, str], set[str]] = {}
-        self._hairpin_of: dict[tuple[str, str], Hairpin] = {}
+        # The element itself is kept beside its publishers, for reconcile to put it back.
+        self._hairpins: dict[tuple[str, str], tuple[Hairpin, set[str]]] = {}
         self._forwarding_on = False
         self._reaping: set[str] = set()
         self._index_cache: dict[str, int] = {}
@@ -399,11 +399,10 @@ class BridgeDriver:
         idx = self.kernel.links.index(ep.host_ifname) if ep.host_ifname else None
         if idx is not None:
             self.kernel.links.set_hairpin(idx, True)
-        first = [h for _, h in units if not self._hairpins.get((net.id, h.key_subnet))]
+        first = [h for _, h in units if (net.id, h.key_subnet) not in self._hairpins]
         self._port_rules().publish([spec for spec, _ in units], first)
         for _, h in units:
-            self._hairpins.setdefault((net.id, h.key_subnet), set()).add(ep.id)
-            self._hairpin_of[(net.id, h.key_subnet)] = h
+            self._hairpins.setdefault((net.id, h.key_subnet), (h, set()))[1].add(ep.id)
         self._published[ep.id] = (net.id, tuple(ports))
 
     def unpublish(self, net: Network, ep: Endpoint, ports: Sequence[PortMapping]) -> None:
@@ -414,11 +413,10 @@ class BridgeDriver:
         units = self._endpoint_ports(net, ep, usable)
         last = []
         for _, h in units:
-            holders = self._hairpins.get((net.id, h.key_subnet), set())
+            _, holders = self._hairpins.get((net.id, h.key_subnet), (h, set()))
             holders.discard(ep.id)
             if not holders:
                 self._hairpins.pop((net.id, h.key_subnet), None)
-                self._hairpin_of.pop((net.id, h.key_subnet), None)
                 last.append(h)
         self._port_rules().unpublish([spec for spec, _ in units], last)
         self._published.pop(ep.id, None)
@@ -439,11 +437,10 @@ class BridgeDriver:
         keep = {eid[:12] for eid in owned}
         for eid in [eid for eid in self._published if eid[:12] not in keep]:
             self._published.pop(eid, None)
-        for key, holders in list(self._hairpins.items()):
+        for key, (_, holders) in list(self._hairpins.items()):
             holders.intersection_update(owned)
             if not holders:
                 del self._hairpins[key]
-                self._hairpin_of.pop(key, None)
         live = {(nid[:12], subnet) for nid, subnet in self._hairpins}
         rules = self._port_rules()
         elements = rules.elements()
@@ -453,7 +450,7 @@ class BridgeDriver:
         rules.remove_elements(stale)
         present = {(e.network_id, e.subnet) for e in elements if e.network_id} - \
             {(e.network_id, e.subnet) for e in stale}
-        lost = [h for (nid, subnet), h in self._hairpin_of.items()
+        lost = [h for (nid, subnet), (h, _) in self._hairpins.items()
                 if (nid[:12], subnet) not in present]
         if lost:
             try:
