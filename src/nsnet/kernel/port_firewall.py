@@ -199,8 +199,7 @@ def _check(ep: EndpointPorts) -> None:
 def _hairpin_key(h: Hairpin) -> str:
     if not h.network_id.isalnum():
         raise ValueError(f"bad network id {h.network_id!r}")
-    net = ipaddress.ip_network(h.subnet, strict=False)
-    return f"{net} . {net}"
+    return f"{h.key_subnet} . {h.key_subnet}"
 
 
 def _key(r: PortRule) -> tuple[str, str]:
